@@ -1,0 +1,35 @@
+# fashion-cnn: train, evaluate and export CNNs for Fashion-MNIST.
+# A table of contents; the work is in workflow/rules/ and the fashion_cnn package.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+container: config["container"]
+
+
+wildcard_constraints:
+    experiment=EXPERIMENT_NAMES,
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/plots.smk"
+include: "workflow/rules/export.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_output(),

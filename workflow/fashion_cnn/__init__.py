@@ -1,0 +1,20 @@
+"""fashion-cnn: train, evaluate and export CNNs for Fashion-MNIST.
+
+The Snakemake rules call this package through its command line (``python -m fashion_cnn``);
+every step also runs by hand.
+"""
+
+__version__ = "0.1.0"
+
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)

@@ -1,0 +1,367 @@
+"""Benchmark: training images/s of the chapter's loop vs the engine, and ONNX Runtime vs eager.
+
+(a) the chapter's loop, as the chapter writes it: a DataLoader over a dataset that turns one PIL
+    image at a time into a tensor (plus the augmentation transforms), batch 64, a plain step loop;
+(b) the project's engine: the dataset as one uint8 tensor on the device, whole batches converted
+    and augmented there, the engine's own ``train_step``, with each engine switch measured.
+
+Both train the same model with the same optimizer on the same real images; only the data path and
+the engine switches differ. Results go to JSON and a Markdown table (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+WORKLOADS = {
+    # name: (model, augmentation preset)
+    "cnn": ("cnn", "none"),
+    "cnn_augmented": ("cnn", "chapter"),
+    "resnet18": ("resnet18", "none"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", default="results/data/fashion_mnist.npz", help="prepared dataset (.npz)"
+    )
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument(
+        "--steps", type=int, default=150, help="timed training steps per measurement"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=15, help="untimed steps before each measurement"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="measurements of each variant, interleaved; the median is reported",
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="PyTorch CPU threads (0 = all cores)"
+    )
+    parser.add_argument(
+        "--switches",
+        nargs="+",
+        default=["auto"],
+        help="engine switch sets to measure: 'auto' (the config defaults), 'all' (every combination "
+        "of channels_last/bf16/compile that makes sense on the device) or names like "
+        "'channels_last+bf16'",
+    )
+    parser.add_argument("--skip-inference", action="store_true")
+    parser.add_argument("--latency-repeats", type=int, default=300)
+    parser.add_argument("--output-json", default="results/benchmark/benchmark.json")
+    parser.add_argument("--output-markdown", default="results/benchmark/benchmark.md")
+
+
+def machine_description(device) -> dict:
+    import os
+
+    import torch
+
+    from fashion_cnn.provenance import cpu_name
+
+    description = {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        description["gpu"] = torch.cuda.get_device_name(device)
+    return description
+
+
+def _switch_sets(requested: list[str], device) -> list[dict]:
+    from fashion_cnn.engine import Switches
+
+    cuda = device.type == "cuda"
+    names = ("channels_last", "bf16", "compile")
+    sets = []
+    for request in requested:
+        if request == "auto":
+            engine = {"channels_last": "auto", "precision": "auto", "compile": "auto"}
+            sets.append(Switches.resolve(engine, device).__dict__)
+        elif request == "all":
+            for values in itertools.product([False, True], repeat=3):
+                chosen = dict(zip(names, values, strict=True))
+                if chosen["bf16"] and not cuda:
+                    continue  # bf16 autocast on a CPU without AMX is slower; measured separately if asked
+                sets.append(chosen)
+        else:
+            chosen = dict.fromkeys(names, False)
+            for part in request.split("+"):
+                if part not in names and part != "fp32":
+                    raise SystemExit(f"unknown switch '{part}'; use {', '.join(names)} or fp32")
+                if part in names:
+                    chosen[part] = True
+            sets.append(chosen)
+    unique = []
+    for chosen in sets:
+        if chosen not in unique:
+            unique.append(chosen)
+    return unique
+
+
+def _label(switches: dict) -> str:
+    on = [name for name, value in switches.items() if value]
+    return "+".join(on) if on else "fp32"
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(batches, step, steps: int, warmup: int, device) -> float:
+    """Images/s over ``steps`` steps after ``warmup`` untimed ones, from an endless batch iterator."""
+    count = 0
+    for _ in range(warmup):
+        step(*next(batches))
+    _synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        images, labels = next(batches)
+        step(images, labels)
+        count += len(labels)
+    _synchronize(device)
+    return count / (time.perf_counter() - started)
+
+
+def _model(name: str, device, channels_last: bool = False):
+    import torch
+
+    from fashion_cnn.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, {"output_softmax": False}).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.train()
+
+
+def chapter_loop_rate(
+    images, labels, model_name, preset, batch_size, steps, warmup, device
+) -> float:
+    """The chapter's loop: DataLoader + per-sample PIL transforms + a plain training step."""
+    import torch
+
+    from fashion_cnn.augment import get_policy, torchvision_transform
+    from fashion_cnn.engine import ChapterDataset
+
+    dataset = ChapterDataset(images, labels, torchvision_transform(get_policy(preset)))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
+    model = _model(model_name, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    criterion = torch.nn.CrossEntropyLoss()
+
+    def endless():
+        while True:
+            yield from loader
+
+    def step(inputs, targets):
+        inputs, targets = inputs.to(device), targets.to(device)
+        optimizer.zero_grad()
+        outputs = model(inputs)
+        loss = criterion(outputs, targets)
+        loss.backward()
+        optimizer.step()
+
+    return _timed(endless(), step, steps, warmup, device)
+
+
+def engine_rate(
+    images, labels, model_name, preset, batch_size, steps, warmup, device, switches: dict
+) -> float:
+    """The engine: device-resident uint8 data, batched augmentation, the engine's train_step."""
+    import torch
+
+    from fashion_cnn.augment import get_policy
+    from fashion_cnn.engine import DeviceBatches, train_step
+
+    generator = torch.Generator(device=device).manual_seed(0)
+    source = DeviceBatches(
+        images, labels, device, get_policy(preset), batch_size, generator, switches["channels_last"]
+    )
+    model = _model(model_name, device, switches["channels_last"])
+    forward = torch.compile(model) if switches["compile"] else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    criterion = torch.nn.CrossEntropyLoss()
+
+    def endless():
+        while True:
+            yield from source.batches(source.new_order(), 0)
+
+    def step(inputs, targets):
+        train_step(forward, optimizer, None, criterion, inputs, targets, switches["bf16"])
+
+    return _timed(endless(), step, steps, warmup, device)
+
+
+def inference_rates(images, model_name: str, device, threads: int, repeats: int) -> dict:
+    """PyTorch eager vs ONNX Runtime: batch-1 latency p50/p95 and batch-256 throughput."""
+    import numpy as np
+    import torch
+
+    from fashion_cnn.engine import to_float_batch
+    from fashion_cnn.export import export_model, latency_and_throughput, session
+
+    model = _model(model_name, torch.device("cpu")).eval()
+    batch = to_float_batch(torch.from_numpy(images[:256])).numpy()
+    results = {}
+    eager_model = model.to(device)
+
+    @torch.inference_mode()
+    def eager(inputs: np.ndarray):
+        outputs = eager_model(torch.from_numpy(inputs).to(device))
+        _synchronize(device)
+        return outputs
+
+    results["pytorch_eager"] = latency_and_throughput(eager, batch, repeats)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        export_model(model.cpu(), path, opset=20)
+        runtime = session(path, threads)
+        results["onnxruntime"] = latency_and_throughput(
+            lambda inputs: runtime.run(None, {"images": inputs}), batch, repeats
+        )
+        results["onnxruntime"]["providers"] = runtime.get_providers()
+    return results
+
+
+def markdown(result: dict) -> str:
+    machine = result["machine"]
+    lines = [
+        f"Machine: {machine.get('gpu') or machine['cpu']} ({machine['cores']} cores, "
+        f"{machine['torch_threads']} PyTorch threads), torch {machine['torch']}, device {machine['device']}  ",
+        f"Command: `{result['command']}`  ",
+        f"Date: {result['date']}",
+        "",
+        "| workload | chapter loop (images/s) | engine (images/s) | engine switches | ratio |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for name, row in result["training"].items():
+        best = max(row["engine"], key=lambda entry: entry["images_per_s"])
+        for entry in row["engine"]:
+            mark = " (best)" if entry is best and len(row["engine"]) > 1 else ""
+            lines.append(
+                f"| {name} | {row['chapter_images_per_s']:,.0f} | {entry['images_per_s']:,.0f} | "
+                f"{entry['switches']}{mark} | {entry['images_per_s'] / row['chapter_images_per_s']:.2f}x |"
+            )
+    if result.get("inference"):
+        lines += [
+            "",
+            "| model | runtime | batch-1 latency p50 (ms) | p95 (ms) | batch-256 (images/s) |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for name, runtimes in result["inference"].items():
+            for runtime, numbers in runtimes.items():
+                lines.append(
+                    f"| {name} | {runtime} | {numbers['batch1_latency_ms_p50']:.3f} | "
+                    f"{numbers['batch1_latency_ms_p95']:.3f} | {numbers['batch256_images_per_s']:,.0f} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def run_benchmark(args) -> dict:
+    import sys
+
+    import torch
+
+    from fashion_cnn.data import load_prepared
+    from fashion_cnn.engine import resolve_device
+    from fashion_cnn.files import write_json, write_text
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    arrays = load_prepared(args.data)
+    images, labels = arrays["train_images"], arrays["train_labels"]
+    result = {
+        "command": "python -m fashion_cnn " + " ".join(sys.argv[1:]),
+        "date": datetime.date.today().isoformat(),
+        "machine": machine_description(device),
+        "settings": {
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "batch_size": args.batch_size,
+        },
+        "training": {},
+    }
+    switch_sets = _switch_sets(args.switches, device)
+    for name in args.workloads:
+        model_name, preset = WORKLOADS[name]
+        common = (
+            images,
+            labels,
+            model_name,
+            preset,
+            args.batch_size,
+            args.steps,
+            args.warmup,
+            device,
+        )
+        # Interleave the variants and repeat: a machine's speed drifts (turbo, neighbours, caches),
+        # and whatever runs first pays for warming up the allocator and oneDNN's kernel cache.
+        chapter_rates, engine_rates = [], [[] for _ in switch_sets]
+        for repeat in range(args.repeats):
+            chapter_rates.append(chapter_loop_rate(*common))
+            for index, switches in enumerate(switch_sets):
+                engine_rates[index].append(engine_rate(*common, switches))
+            log.info(
+                "%s repeat %d: chapter %.0f, engine %s",
+                name,
+                repeat + 1,
+                chapter_rates[-1],
+                [round(r[-1]) for r in engine_rates],
+            )
+        chapter = statistics.median(chapter_rates)
+        row = {"chapter_images_per_s": chapter, "chapter_runs": chapter_rates, "engine": []}
+        for switches, rates in zip(switch_sets, engine_rates, strict=True):
+            rate = statistics.median(rates)
+            row["engine"].append(
+                {
+                    "switches": _label(switches),
+                    "images_per_s": rate,
+                    "runs": rates,
+                    "ratio": rate / chapter,
+                }
+            )
+        result["training"][name] = row
+    if not args.skip_inference:
+        result["inference"] = {
+            name: inference_rates(
+                images, name, device, torch.get_num_threads(), args.latency_repeats
+            )
+            for name in ("cnn", "resnet18")
+        }
+    write_json(args.output_json, result)
+    table = markdown(result)
+    write_text(args.output_markdown, table)
+    print(table)
+    print(
+        json.dumps(
+            {
+                name: [round(e["ratio"], 2) for e in row["engine"]]
+                for name, row in result["training"].items()
+            }
+        )
+    )
+    return result

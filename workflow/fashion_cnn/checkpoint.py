@@ -1,0 +1,111 @@
+"""Self-describing checkpoints: any later step rebuilds the model from the file alone.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
+``torch.load(weights_only=True)``: a file that carries a pickled object (code) is refused, never run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fashion_cnn.errors import UserError
+from fashion_cnn.files import atomic_path
+from fashion_cnn.models import MODELS, build_model
+
+FORMAT = "fashion-cnn-checkpoint/1"
+
+
+def settings_fingerprint(*parts) -> str:
+    """A short hash of the settings a training state depends on (resume only when they match)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
+
+
+def load_file(path: str | Path, what: str = "checkpoint") -> dict:
+    """torch.load with weights_only=True; every failure becomes a UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"The {what} {path} does not exist. Check the path, or rerun the step that makes it."
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UserError(
+            f"Refused to load {path}: it holds Python objects that could run code when unpickled, "
+            f"so it was loaded with weights_only=True and stopped ({first[:200]}). Only load files "
+            "from people you trust; ask for a plain state_dict or a checkpoint written by fashion-cnn."
+        ) from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        raise UserError(
+            f"The {what} {path} is corrupt or not a PyTorch file ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200] if str(error) else 'no detail'}). Replace it with a "
+            "good copy, or delete it and rerun the step that makes it."
+        ) from error
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    state = load_file(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(
+            f"{path} is not a fashion-cnn checkpoint (no '{FORMAT}' format tag): it may be a bare "
+            "state_dict or a file of another tool. Point to a model.pt written by train_model."
+        )
+    if state.get("model", {}).get("name") not in MODELS:
+        raise UserError(
+            f"{path} names an unknown model {state.get('model')}; known: {', '.join(MODELS)}."
+        )
+    return state
+
+
+def load_state_into(model: nn.Module, state_dict: dict, source: str, model_name: str) -> None:
+    """load_state_dict, strict, with a clear error when the architecture does not match."""
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        expected, given = set(model.state_dict()), set(state_dict)
+        missing, unexpected = sorted(expected - given), sorted(given - expected)
+        shapes = [
+            key
+            for key in sorted(expected & given)
+            if tuple(model.state_dict()[key].shape) != tuple(state_dict[key].shape)
+        ]
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''}"
+                if missing
+                else "",
+                f"unexpected {', '.join(unexpected[:4])}{' …' if len(unexpected) > 4 else ''}"
+                if unexpected
+                else "",
+                f"wrong shape {', '.join(shapes[:4])}" if shapes else "",
+            )
+            if part
+        )
+        raise UserError(
+            f"The weights in {source} do not fit model '{model_name}' ({detail or error}). They "
+            "belong to another architecture: use a checkpoint trained with this experiment's model, "
+            "or change the experiment's model to match the file."
+        ) from error
+
+
+def model_from_checkpoint(state: dict, source: str = "the checkpoint") -> nn.Module:
+    name, arguments = state["model"]["name"], state["model"]["arguments"]
+    model = build_model(name, arguments)
+    load_state_into(model, state["model_state"], source, name)
+    model.eval()
+    return model

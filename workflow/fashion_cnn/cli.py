@@ -1,0 +1,356 @@
+"""Command line: one subcommand per workflow step (``python -m fashion_cnn STEP --help``).
+
+A user mistake ends with one paragraph on stderr (and in the log) and exit status 2, never a
+traceback. SIGTERM during training saves the state and exits with 143, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import sys
+from pathlib import Path
+
+from fashion_cnn.benchmark import add_arguments as add_benchmark_arguments
+from fashion_cnn.errors import TrainingInterrupted, UserError
+
+log = logging.getLogger("fashion_cnn")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 143
+
+
+def setup_logging(log_path: str | None) -> None:
+    """Everything into the rule's log file; warnings and errors also on stderr."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(logging.INFO)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter("fashion-cnn: %(levelname)s: %(message)s"))
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_path, mode="a")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        stderr.setLevel(logging.WARNING)
+    root.addHandler(stderr)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    logging.getLogger("PIL").setLevel(logging.WARNING)
+
+
+def _config(args) -> dict:
+    from fashion_cnn.config import load_config
+
+    return load_config(args.configfile or [], args.config_json or [])
+
+
+def _experiment(args) -> tuple[dict, dict]:
+    from fashion_cnn.config import get_experiment
+
+    config = _config(args)
+    return config, get_experiment(config, args.experiment)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_check_config(args) -> None:
+    config = _config(args)
+    print(
+        f"config OK: experiments {', '.join(config['experiments'])}; runs {', '.join(config['run_experiments'])}"
+    )
+
+
+def cmd_download_data(args) -> None:
+    from fashion_cnn.data import download_dataset
+
+    download_dataset(args.mirror, Path(args.folder), args.timeout)
+
+
+def cmd_prepare_data(args) -> None:
+    from fashion_cnn.data import prepare_dataset
+
+    prepare_dataset(Path(args.raw_folder), Path(args.output))
+
+
+def cmd_plot_samples(args) -> None:
+    from fashion_cnn.data import load_prepared
+    from fashion_cnn.plots import plot_samples
+
+    arrays = load_prepared(args.data)
+    plot_samples(
+        arrays["train_images"], arrays["train_labels"], Path(args.grid), Path(args.colorbar)
+    )
+
+
+def cmd_plot_augmentations(args) -> None:
+    from fashion_cnn.data import load_prepared
+    from fashion_cnn.plots import plot_augmentations
+
+    arrays = load_prepared(args.data)
+    plot_augmentations(arrays["train_images"], Path(args.output_folder), args.seed)
+
+
+def cmd_fetch_weights(args) -> None:
+    from fashion_cnn.weights import fetch_imagenet_weights
+
+    fetch_imagenet_weights(Path(args.folder), Path(args.status), args.strict)
+
+
+def cmd_train_model(args) -> None:
+    from fashion_cnn.engine import TrainingJob, train_model
+
+    config, experiment = _experiment(args)
+    job = TrainingJob(
+        name=args.experiment,
+        experiment=experiment,
+        engine=config["engine"],
+        data_path=Path(args.data),
+        model_path=Path(args.model),
+        history_path=Path(args.history),
+        summary_path=Path(args.summary),
+        weights_input=args.weights_status,
+        strict_weights=config["pretrained"]["strict"],
+        threads=args.threads,
+    )
+    train_model(job)
+
+
+def cmd_evaluate_model(args) -> None:
+    import numpy as np
+
+    from fashion_cnn.evaluation import evaluate_model
+    from fashion_cnn.plots import plot_confusion_matrix
+
+    metrics = evaluate_model(
+        Path(args.checkpoint),
+        Path(args.data),
+        Path(args.metrics),
+        Path(args.confusion_csv),
+        Path(args.per_class_csv),
+        args.device,
+        args.batch_size,
+        args.threads,
+    )
+    matrix = np.loadtxt(
+        args.confusion_csv, delimiter=",", skiprows=1, usecols=range(1, 11), dtype=int
+    )
+    title = f"{metrics['experiment']}: test accuracy {100 * metrics['test_accuracy']:.2f}%"
+    plot_confusion_matrix(matrix, Path(args.confusion_png), title)
+
+
+def cmd_plot_filters(args) -> None:
+    from fashion_cnn.checkpoint import load_checkpoint, model_from_checkpoint
+    from fashion_cnn.plots import plot_filters
+
+    model = model_from_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint)
+    plot_filters(model, Path(args.chapter_figure), Path(args.layers_figure))
+
+
+def cmd_plot_history(args) -> None:
+    from fashion_cnn.plots import plot_history
+
+    plot_history(Path(args.history), Path(args.output), args.title)
+
+
+def cmd_export_onnx(args) -> None:
+    from fashion_cnn.export import export_onnx
+
+    config = _config(args)
+    export_onnx(
+        Path(args.checkpoint),
+        Path(args.data),
+        Path(args.onnx),
+        Path(args.report),
+        config["export"],
+        args.threads,
+    )
+
+
+def cmd_summarize(args) -> None:
+    from fashion_cnn.summary import write_summary
+
+    if len(args.metrics) != len(args.onnx_reports):
+        raise UserError(
+            "summarize needs one --onnx-reports file per --metrics file, in the same order."
+        )
+    write_summary(
+        args.metrics, args.onnx_reports, Path(args.csv), Path(args.markdown), Path(args.html)
+    )
+
+
+def cmd_benchmark(args) -> None:
+    from fashion_cnn.benchmark import run_benchmark
+
+    run_benchmark(args)
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fashion-cnn", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, function, help_text, config=False, experiment=False, threads=False):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(function=function)
+        sub.add_argument("--log", help="append the log to this file (warnings also go to stderr)")
+        if config:
+            sub.add_argument(
+                "--configfile",
+                action="append",
+                help="YAML config file (repeatable, merged in order)",
+            )
+            sub.add_argument(
+                "--config-json", action="append", help="JSON config override (repeatable)"
+            )
+        if experiment:
+            sub.add_argument("--experiment", required=True, help="experiment name from the config")
+        if threads:
+            sub.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch")
+        return sub
+
+    command(
+        "check-config", cmd_check_config, "validate a config and print what it runs", config=True
+    )
+
+    sub = command(
+        "download-data", cmd_download_data, "download and verify the four Fashion-MNIST files"
+    )
+    sub.add_argument("--folder", required=True)
+    sub.add_argument(
+        "--mirror",
+        action="append",
+        required=True,
+        help="base URL ending in / (repeatable, tried in order)",
+    )
+    sub.add_argument("--timeout", type=float, default=30.0)
+
+    sub = command("prepare-data", cmd_prepare_data, "parse the IDX files into one cached .npz")
+    sub.add_argument("--raw-folder", required=True)
+    sub.add_argument("--output", required=True)
+
+    sub = command(
+        "plot-samples", cmd_plot_samples, "4x4 grid of training images, one image with a colorbar"
+    )
+    sub.add_argument("--data", required=True)
+    sub.add_argument("--grid", required=True)
+    sub.add_argument("--colorbar", required=True)
+
+    sub = command(
+        "plot-augmentations", cmd_plot_augmentations, "the chapter's augmentation figures"
+    )
+    sub.add_argument("--data", required=True)
+    sub.add_argument("--output-folder", required=True)
+    sub.add_argument("--seed", type=int, default=0)
+
+    sub = command(
+        "fetch-weights", cmd_fetch_weights, "download torchvision's ImageNet ResNet-18 weights"
+    )
+    sub.add_argument("--folder", required=True)
+    sub.add_argument(
+        "--status", required=True, help="JSON file recording whether the weights are available"
+    )
+    sub.add_argument(
+        "--strict", action="store_true", help="fail instead of recording 'unavailable'"
+    )
+
+    sub = command(
+        "train-model",
+        cmd_train_model,
+        "train one experiment",
+        config=True,
+        experiment=True,
+        threads=True,
+    )
+    sub.add_argument("--data", required=True)
+    sub.add_argument("--model", required=True, help="checkpoint to write (model.pt)")
+    sub.add_argument("--history", required=True, help="per-epoch history CSV to write")
+    sub.add_argument("--summary", required=True, help="model summary table to write")
+    sub.add_argument("--weights-status", help="status JSON of fetch-weights (weights: imagenet)")
+
+    sub = command(
+        "evaluate-model",
+        cmd_evaluate_model,
+        "test-set accuracy, per class, confusion matrix",
+        threads=True,
+    )
+    sub.add_argument("--checkpoint", required=True)
+    sub.add_argument("--data", required=True)
+    sub.add_argument("--metrics", required=True)
+    sub.add_argument("--confusion-csv", required=True)
+    sub.add_argument("--confusion-png", required=True)
+    sub.add_argument("--per-class-csv", required=True)
+    sub.add_argument("--device", default="auto")
+    sub.add_argument("--batch-size", type=int, default=1000)
+
+    sub = command("plot-filters", cmd_plot_filters, "convolution filters of a trained model")
+    sub.add_argument("--checkpoint", required=True)
+    sub.add_argument("--chapter-figure", required=True)
+    sub.add_argument("--layers-figure", required=True)
+
+    sub = command("plot-history", cmd_plot_history, "training loss and accuracy per epoch")
+    sub.add_argument("--history", required=True)
+    sub.add_argument("--output", required=True)
+    sub.add_argument("--title", default="training")
+
+    sub = command(
+        "export-onnx",
+        cmd_export_onnx,
+        "export to ONNX and check it with ONNX Runtime",
+        config=True,
+        threads=True,
+    )
+    sub.add_argument("--checkpoint", required=True)
+    sub.add_argument("--data", required=True)
+    sub.add_argument("--onnx", required=True)
+    sub.add_argument("--report", required=True)
+
+    sub = command("summarize", cmd_summarize, "one table of every experiment")
+    sub.add_argument("--metrics", nargs="+", required=True)
+    sub.add_argument("--onnx-reports", nargs="+", required=True)
+    sub.add_argument("--csv", required=True)
+    sub.add_argument("--markdown", required=True)
+    sub.add_argument("--html", required=True)
+
+    sub = command(
+        "benchmark", cmd_benchmark, "training and inference speed: the chapter's loop vs the engine"
+    )
+    add_benchmark_arguments(sub)
+    return parser
+
+
+def _os_error_paragraph(error: OSError) -> str | None:
+    where = f" ({error.filename})" if error.filename else ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"No space left on the device{where}: the output was not written, and nothing "
+            "half-written was left. Free some space (or point results/ to a larger disk) and rerun."
+        )
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (
+            f"Cannot write{where}: permission denied or read-only file system. Make the results "
+            "folder writable, or set `results:` in the config to a folder you can write, and rerun."
+        )
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log)
+    try:
+        args.function(args)
+    except UserError as error:
+        log.error("%s", error.paragraph())
+        sys.exit(EXIT_USER_ERROR)
+    except TrainingInterrupted as error:
+        log.warning("%s", error)
+        sys.exit(EXIT_INTERRUPTED)
+    except OSError as error:
+        paragraph = _os_error_paragraph(error)
+        if paragraph is None:
+            raise
+        log.error("%s", paragraph)
+        sys.exit(EXIT_USER_ERROR)

@@ -1,0 +1,241 @@
+"""Load, complete and validate the workflow configuration.
+
+Snakemake (``workflow/rules/common.smk``) and the command line both go through
+``validate_config``, so a mistake is caught before any job starts and named in one paragraph.
+This module must not import torch: Snakemake imports it on the login node, where the CUDA stack
+may live only inside the container.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from fashion_cnn.errors import UserError
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+FIX = "Fix it in config.yaml (or in the --config/--configfile override that sets it)."
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as handle:
+        return yaml.safe_load(handle)
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """Read a YAML (or JSON) config file; a syntax error becomes a UserError."""
+    try:
+        with open(path) as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError as error:
+        raise UserError(f"Config file {path} does not exist. Check the path.") from error
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" near line {where.line + 1}" if where else ""
+        raise UserError(
+            f"Config file {path} is not valid YAML{line}: {getattr(error, 'problem', error)}. "
+            "Fix the syntax (indentation, colons, quotes)."
+        ) from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(
+            f"Config file {path} must hold a mapping of keys, not {type(data).__name__}."
+        )
+    return data
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep-merge ``override`` into a copy of ``base`` (how Snakemake merges config files)."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def fill_defaults(instance: Any, schema: dict) -> None:
+    """Fill schema defaults into ``instance`` in place (objects only, recursively)."""
+    if not isinstance(instance, dict):
+        return
+    properties = schema.get("properties", {})
+    for key, subschema in properties.items():
+        if key not in instance and "default" in subschema:
+            instance[key] = copy.deepcopy(subschema["default"])
+        if key in instance:
+            fill_defaults(instance[key], subschema)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in properties:
+                fill_defaults(value, extra)
+
+
+def _location(path) -> str:
+    parts = [str(part) for part in path]
+    return ".".join(parts) if parts else "the top level"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = _location(error.absolute_path)
+    schema = error.schema
+    hint = (
+        f" ({schema['description'].strip()})" if isinstance(schema.get("description"), str) else ""
+    )
+    value = json.dumps(error.instance)
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        bad = unknown[0] if unknown else "?"
+        close = difflib.get_close_matches(bad, allowed, n=1)
+        suggestion = f" Did you mean '{close[0]}'?" if close else ""
+        return (
+            f"Config error: unknown key '{bad}' in {where}.{suggestion} "
+            f"Allowed keys there: {', '.join(allowed)}."
+        )
+    if kind == "enum":
+        allowed = ", ".join(json.dumps(option) for option in error.validator_value)
+        return f"Config error: {where} = {value} is not allowed; choose one of {allowed}{hint}."
+    if kind == "type":
+        return (
+            f"Config error: {where} = {value} has the wrong type; "
+            f"it must be {error.validator_value}{hint}."
+        )
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        words = {
+            "minimum": "at least",
+            "maximum": "at most",
+            "exclusiveMinimum": "greater than",
+            "exclusiveMaximum": "less than",
+        }
+        return (
+            f"Config error: {where} = {value} is out of range; "
+            f"it must be {words[kind]} {error.validator_value}{hint}."
+        )
+    if kind == "pattern":
+        return (
+            f"Config error: {where} = {value} has the wrong form "
+            f"(must match {error.validator_value}){hint}."
+        )
+    if kind == "propertyNames":
+        return (
+            f"Config error: experiment name {value} in {where} is not allowed; use lower-case "
+            "letters, digits and underscores, starting with a letter (it becomes a folder name)."
+        )
+    if kind == "required":
+        return f"Config error: {where} lacks a required key: {error.message}."
+    return f"Config error at {where}: {error.message}{hint}."
+
+
+def _check_consistency(config: dict) -> None:
+    """Conflicts the schema cannot express, named before any job starts."""
+    experiments = config["experiments"]
+    for name in config["run_experiments"]:
+        if name not in experiments:
+            close = difflib.get_close_matches(name, list(experiments), n=1)
+            suggestion = f" Did you mean '{close[0]}'?" if close else ""
+            raise UserError(
+                f"Config error: run_experiments names '{name}', which is not an experiment "
+                f"under experiments.{suggestion} Defined experiments: {', '.join(sorted(experiments))}. "
+                + FIX
+            )
+    for name, experiment in experiments.items():
+        where = f"experiments.{name}"
+        weights = experiment["weights"]
+        if weights == "imagenet" and experiment["model"] != "resnet18":
+            raise UserError(
+                f'Config error: {where}.weights = "imagenet" needs model resnet18, but the model '
+                f"is {experiment['model']}. Use weights: none, a path to a .pth file, or model: resnet18."
+            )
+        if experiment["conv1_init"] != "random" and (
+            experiment["model"] != "resnet18" or weights == "none"
+        ):
+            raise UserError(
+                f'Config error: {where}.conv1_init = "{experiment["conv1_init"]}" averages '
+                "pretrained RGB filters, so it needs model resnet18 with weights imagenet or a "
+                "path. Set conv1_init: random, or give pretrained weights."
+            )
+        if weights not in ("none", "imagenet") and not Path(weights).is_file():
+            raise UserError(
+                f'Config error: {where}.weights = "{weights}" is neither none nor imagenet, so '
+                "it is read as a path to a .pth state_dict, and no such file exists. Give the "
+                "right path (relative to the folder you run snakemake in), or use none or imagenet."
+            )
+        if experiment["output_softmax"] and experiment["label_smoothing"] > 0:
+            raise UserError(
+                f"Config error: {where} sets both output_softmax and label_smoothing; the "
+                "chapter's softmax-then-CrossEntropyLoss reproduction is meant to be exact. Use one."
+            )
+
+
+def validate_config(config: dict) -> dict:
+    """Fill defaults into ``config`` in place, validate it and check conflicts.
+
+    Returns the same dict. Raises UserError with one paragraph naming the key, the value and what
+    is allowed.
+    """
+    if not isinstance(config, dict):
+        raise UserError("Config error: the configuration must be a mapping of keys.")
+    schema = load_schema()
+    fill_defaults(config, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        raise UserError(_describe(error) + " " + FIX)
+    _check_consistency(config)
+    return config
+
+
+def load_config(configfiles: list[str], overrides: list[str]) -> dict:
+    """Config for the command line: files then JSON overrides, merged in order, validated."""
+    config: dict = {}
+    for path in configfiles:
+        config = merge(config, read_config_file(path))
+    for text in overrides:
+        try:
+            override = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UserError(
+                f"--config-json is not valid JSON ({error}). Quote it in the shell."
+            ) from error
+        if not isinstance(override, dict):
+            raise UserError("--config-json must be a JSON object.")
+        config = merge(config, override)
+    if not config:
+        raise UserError("No configuration given: pass --configfile config.yaml (or --config-json).")
+    return validate_config(config)
+
+
+def experiment_settings(config: dict, experiment: str) -> str:
+    """The part of the config one experiment's jobs depend on, as JSON for a rule's params.
+
+    Rules pass it to the command line, so a job reruns when (and only when) its own settings change.
+    """
+    subset = {
+        "run_experiments": [experiment],
+        "experiments": {experiment: config["experiments"][experiment]},
+        "engine": config["engine"],
+        "pretrained": config["pretrained"],
+        "export": config["export"],
+    }
+    return json.dumps(subset, sort_keys=True)
+
+
+def get_experiment(config: dict, name: str) -> dict:
+    try:
+        return config["experiments"][name]
+    except KeyError:
+        known = ", ".join(sorted(config["experiments"]))
+        raise UserError(
+            f"No experiment named '{name}' in the config. Defined experiments: {known}."
+        ) from None

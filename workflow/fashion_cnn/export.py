@@ -1,0 +1,169 @@
+"""ONNX export with a dynamic batch axis, checked by onnx.checker and by ONNX Runtime parity."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fashion_cnn import provenance
+from fashion_cnn.checkpoint import load_checkpoint, model_from_checkpoint
+from fashion_cnn.data import load_prepared
+from fashion_cnn.engine import to_float_batch
+from fashion_cnn.errors import UserError
+from fashion_cnn.files import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME, OUTPUT_NAME = "images", "scores"
+
+
+def export_model(model: torch.nn.Module, path: Path, opset: int) -> None:
+    """torch.onnx.export (the torch.export-based exporter) with the batch axis dynamic.
+
+    Exported with a batch of 2: a batch of 1 lets the tracer specialise the batch dimension.
+    """
+    import onnx
+
+    model.eval()
+    example = torch.zeros(2, 1, 28, 28)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with atomic_path(path) as temporary, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(temporary),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},),
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+        onnx.checker.check_model(onnx.load(str(temporary)), full_check=True)
+
+
+def session(path: Path, threads: int):
+    """An ONNX Runtime session: the CUDA provider when it is there, else the CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+def time_calls(function, repeats: int, warmup: int = 10) -> list[float]:
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def latency_and_throughput(run_batch, images: np.ndarray, repeats: int) -> dict:
+    """Batch-1 latency (p50/p95, ms) and batch-256 throughput (images/s) of ``run_batch``."""
+    one = images[:1]
+    big = np.resize(images, (256, *images.shape[1:]))
+    latencies = time_calls(lambda: run_batch(one), repeats)
+    big_times = time_calls(lambda: run_batch(big), max(5, repeats // 20), warmup=3)
+    return {
+        "batch1_latency_ms_p50": 1000 * statistics.median(latencies),
+        "batch1_latency_ms_p95": 1000 * percentile(latencies, 0.95),
+        "batch256_images_per_s": 256 / statistics.median(big_times),
+    }
+
+
+def export_onnx(
+    checkpoint_path: Path,
+    data_path: Path,
+    onnx_path: Path,
+    report_path: Path,
+    settings: dict,
+    threads: int,
+) -> dict:
+    torch.set_num_threads(threads)
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = model_from_checkpoint(checkpoint, str(checkpoint_path)).float()
+    started = time.perf_counter()
+    export_model(model, onnx_path, settings["opset"])
+    export_seconds = time.perf_counter() - started
+
+    arrays = load_prepared(data_path)
+    images = to_float_batch(
+        torch.from_numpy(arrays["test_images"][: settings["parity_images"]])
+    ).numpy()
+    runtime = session(onnx_path, threads)
+    with torch.inference_mode():
+        expected = torch.cat(
+            [model(torch.from_numpy(images[i : i + 250])) for i in range(0, len(images), 250)]
+        ).numpy()
+    actual = np.concatenate(
+        [
+            runtime.run([OUTPUT_NAME], {INPUT_NAME: images[i : i + 250]})[0]
+            for i in range(0, len(images), 250)
+        ]
+    )
+    max_difference = float(np.abs(actual - expected).max())
+    same_class = int((actual.argmax(1) == expected.argmax(1)).sum())
+    tolerance = settings["parity_tolerance"]
+    parity_ok = max_difference <= tolerance and same_class == len(images)
+
+    def onnx_batch(batch):
+        return runtime.run([OUTPUT_NAME], {INPUT_NAME: batch})
+
+    timing = latency_and_throughput(onnx_batch, images, settings["latency_repeats"])
+    report = {
+        "experiment": checkpoint["experiment"],
+        "onnx_file": str(onnx_path),
+        "opset": settings["opset"],
+        "dynamic_batch_axis": True,
+        "export_seconds": export_seconds,
+        "checker": "onnx.checker.check_model(full_check=True) passed",
+        "parity": {
+            "images": len(images),
+            "max_abs_difference": max_difference,
+            "tolerance": tolerance,
+            "identical_predictions": same_class,
+            "passed": parity_ok,
+        },
+        "onnxruntime": {"providers": runtime.get_providers(), "threads": threads, **timing},
+        "provenance": provenance.provenance(),
+    }
+    write_json(report_path, report)
+    log.info(
+        "%s: ONNX parity on %d images: max |diff| %.2e, %d/%d identical predictions; batch-1 p50 %.3f ms, batch-256 %.0f images/s",
+        checkpoint["experiment"],
+        len(images),
+        max_difference,
+        same_class,
+        len(images),
+        timing["batch1_latency_ms_p50"],
+        timing["batch256_images_per_s"],
+    )
+    if not parity_ok:
+        raise UserError(
+            f"ONNX Runtime disagrees with PyTorch for {checkpoint['experiment']}: max |diff| "
+            f"{max_difference:.3g} (tolerance {tolerance:g}), {len(images) - same_class} of "
+            f"{len(images)} predictions differ (details in this step's log). Check the model for "
+            "operations the exporter translates differently; raise export.parity_tolerance only if "
+            "the difference is expected (e.g. another opset)."
+        )
+    return report

@@ -1,0 +1,148 @@
+"""Model definitions, built by name from arguments a checkpoint carries."""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+NUM_CLASSES = 10
+
+
+class ChapterCNN(nn.Module):
+    """The chapter's CNN: conv 32/64/128 3x3 + ReLU, 2x2 max-pool after the first two, fc 64, fc 10.
+
+    ``output_softmax`` ends the network with Softmax as the chapter does (then CrossEntropyLoss
+    applies softmax a second time); the default returns logits.
+    """
+
+    def __init__(self, output_softmax: bool = False, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, kernel_size=3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, kernel_size=3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 128, kernel_size=3),
+            nn.ReLU(),
+        )
+        head = [nn.Flatten(), nn.Linear(128 * 3 * 3, 64), nn.ReLU(), nn.Linear(64, num_classes)]
+        if output_softmax:
+            head.append(nn.Softmax(dim=1))
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(images))
+
+
+def _conv_bn(inputs: int, outputs: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(inputs, outputs, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(outputs),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class BatchNormCNN(nn.Module):
+    """A wider VGG-style CNN with BatchNorm for the fast recipe (``cnn_fast``).
+
+    Two 3x3 conv-BN-ReLU blocks per stage (28x28, 14x14, 7x7), max-pool between stages, global
+    average pooling and one linear layer.
+    """
+
+    def __init__(
+        self, width: int = 32, output_softmax: bool = False, num_classes: int = NUM_CLASSES
+    ):
+        super().__init__()
+        w1, w2, w3 = width, width * 2, width * 4
+        self.features = nn.Sequential(
+            *_conv_bn(1, w1),
+            *_conv_bn(w1, w1),
+            nn.MaxPool2d(2),
+            *_conv_bn(w1, w2),
+            *_conv_bn(w2, w2),
+            nn.MaxPool2d(2),
+            *_conv_bn(w2, w3),
+            *_conv_bn(w3, w3),
+        )
+        head = [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(w3, num_classes)]
+        if output_softmax:
+            head.append(nn.Softmax(dim=1))
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(images))
+
+
+def resnet18_for_fashion(output_softmax: bool = False) -> nn.Module:
+    """torchvision's ResNet-18 with a 1-channel conv1 and a 10-way fc (the chapter's changes)."""
+    model = torchvision.models.resnet18(weights=None)
+    model.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    model.fc = nn.Linear(model.fc.in_features, NUM_CLASSES)
+    if output_softmax:
+        model.fc = nn.Sequential(model.fc, nn.Softmax(dim=1))
+    return model
+
+
+MODELS = {"cnn": ChapterCNN, "cnn_bn": BatchNormCNN, "resnet18": resnet18_for_fashion}
+
+
+def model_arguments(experiment: dict) -> dict:
+    """The constructor arguments an experiment's model is built with (stored in checkpoints)."""
+    return {"output_softmax": bool(experiment["output_softmax"])}
+
+
+def build_model(name: str, arguments: dict) -> nn.Module:
+    return MODELS[name](**arguments)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    return [
+        (name, module) for name, module in model.named_modules() if isinstance(module, nn.Conv2d)
+    ]
+
+
+def summary_table(model: nn.Module, input_shape=(1, 1, 28, 28)) -> str:
+    """Per-layer output shape and parameter count, like the chapter's torchsummary table."""
+    rows: list[tuple[str, str, int]] = []
+    hooks = []
+
+    def record(name):
+        def hook(module, inputs, output):
+            shape = list(output.shape) if isinstance(output, torch.Tensor) else "?"
+            if isinstance(shape, list):
+                shape[0] = -1
+            own = sum(p.numel() for p in module.parameters(recurse=False))
+            rows.append((f"{type(module).__name__} ({name})", str(shape), own))
+
+        return hook
+
+    for name, module in model.named_modules():
+        if not list(module.children()):  # leaves only, in execution order
+            hooks.append(module.register_forward_hook(record(name)))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(input_shape))
+    model.train(was_training)
+    for hook in hooks:
+        hook.remove()
+    total = parameter_count(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    width = max(len(row[0]) for row in rows) + 2
+    lines = [
+        f"{'Layer (type)':<{width}}{'Output Shape':<22}{'Param #':>12}",
+        "=" * (width + 34),
+        *(f"{layer:<{width}}{shape:<22}{params:>12,}" for layer, shape, params in rows),
+        "=" * (width + 34),
+        f"Total params: {total:,}",
+        f"Trainable params: {trainable:,}",
+        f"Non-trainable params: {total - trainable:,}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,164 @@
+"""The chapter's figures, and a few of our own, all written atomically as PNG."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from fashion_cnn import CLASS_NAMES  # noqa: E402
+from fashion_cnn.augment import Policy, augment_batch  # noqa: E402
+from fashion_cnn.files import save_figure  # noqa: E402
+
+DPI = 100
+
+
+def _save(figure, path: Path) -> None:
+    figure.tight_layout()
+    save_figure(figure, path, dpi=DPI)
+    plt.close(figure)
+
+
+def plot_samples(
+    images: np.ndarray, labels: np.ndarray, grid_path: Path, colorbar_path: Path
+) -> None:
+    """The chapter's 4x4 grid of the first 16 training images, and one image with a colorbar."""
+    figure, axes = plt.subplots(4, 4, figsize=(8, 8))
+    for index, axis in enumerate(axes.flat):
+        axis.imshow(images[index], cmap="gray")
+        axis.set_title(CLASS_NAMES[labels[index]])
+        axis.axis("off")
+    _save(figure, grid_path)
+
+    figure, axis = plt.subplots(figsize=(5, 4))
+    shown = axis.imshow(images[0], cmap="gray")
+    figure.colorbar(shown, ax=axis)
+    axis.set_title(f"{CLASS_NAMES[labels[0]]} (pixel values 0-255)")
+    _save(figure, colorbar_path)
+
+
+def _row(axes, images: list[torch.Tensor], titles: list[str]) -> None:
+    for axis, image, title in zip(axes, images, titles, strict=True):
+        axis.imshow(image.squeeze().numpy(), cmap="gray", vmin=0, vmax=1)
+        axis.set_title(title)
+        axis.axis("off")
+
+
+def plot_augmentations(images: np.ndarray, output_folder: Path, seed: int) -> list[Path]:
+    """The chapter's augmentation figures, on real training images, with the engine's own code."""
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.from_numpy(images[0]).float().div(255).view(1, 1, 28, 28)
+    repeated = image.repeat(3, 1, 1, 1)
+    original = ("original", image[0])
+
+    def panels(title, policy):
+        return [
+            original,
+            *((title, augmented) for augmented in augment_batch(repeated, policy, generator)),
+        ]
+
+    figures = {
+        "flip.png": [original, ("horizontal flip", image[0].flip(2))],
+        "random_flips.png": panels("random flip", Policy(flip_probability=0.5)),
+        "random_rotations.png": panels("rotation up to ±20°", Policy(max_rotation_degrees=20)),
+        "random_resized_crops.png": panels("resized crop 0.7-1.0", Policy(crop_scale=(0.7, 1.0))),
+    }
+    paths = []
+    for filename, shown in figures.items():
+        figure, axes = plt.subplots(1, len(shown), figsize=(3 * len(shown), 3.4))
+        _row(axes, [picture for _, picture in shown], [title for title, _ in shown])
+        path = output_folder / filename
+        _save(figure, path)
+        paths.append(path)
+    return paths
+
+
+def _filter_grid(axes, weights: torch.Tensor) -> None:
+    """Each filter's input channel 0 in grey scale, as the chapter shows them."""
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index < len(weights):
+            axis.imshow(weights[index, 0].numpy(), cmap="gray")
+
+
+def plot_filters(model: torch.nn.Module, chapter_path: Path, layers_path: Path) -> None:
+    """The chapter's figure (first 16 filters of the last conv layer of the CNN; conv1 of
+    ResNet-18), and the first 16 filters of every conv layer (ResNet-18: all 64 of conv1)."""
+    from fashion_cnn.models import conv_layers
+
+    convs = conv_layers(model)
+    is_resnet = convs[0][0] == "conv1"
+    chapter_name, chapter_conv = convs[0] if is_resnet else convs[-1]
+    weights = chapter_conv.weight.detach().float().cpu()
+    figure, axes = plt.subplots(4, 4, figsize=(6, 6))
+    _filter_grid(axes, weights[:16])
+    figure.suptitle(f"{chapter_name}: first 16 filters, input channel 0")
+    _save(figure, chapter_path)
+
+    if is_resnet:
+        figure, axes = plt.subplots(8, 8, figsize=(8, 8))
+        _filter_grid(axes, weights)
+        figure.suptitle("conv1: all 64 filters (7x7, 1 input channel)")
+    else:
+        figure, axes = plt.subplots(
+            len(convs), 16, figsize=(16, 1.2 * len(convs) + 0.6), squeeze=False
+        )
+        for row, (name, conv) in enumerate(convs):
+            _filter_grid(axes[row], conv.weight.detach().float().cpu()[:16])
+            axes[row, 0].set_title(
+                f"{name} ({conv.out_channels}x{conv.in_channels}x{conv.kernel_size[0]}x{conv.kernel_size[1]})",
+                loc="left",
+                fontsize=9,
+            )
+        figure.suptitle("first 16 filters of every conv layer, input channel 0")
+    _save(figure, layers_path)
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+
+
+def plot_history(history_path: Path, output: Path, title: str) -> None:
+    history = read_history(history_path)
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = history.get("epoch", [])
+    loss_axis.plot(epochs, history.get("train_loss", []), marker="." if len(epochs) < 50 else None)
+    loss_axis.set(xlabel="epoch", ylabel="training loss", title=f"{title}: loss")
+    accuracy = [100 * value for value in history.get("train_accuracy", [])]
+    accuracy_axis.plot(
+        epochs, accuracy, marker="." if len(epochs) < 50 else None, color="tab:green"
+    )
+    accuracy_axis.set(xlabel="epoch", ylabel="training accuracy (%)", title=f"{title}: accuracy")
+    for axis in (loss_axis, accuracy_axis):
+        axis.grid(alpha=0.3)
+    _save(figure, output)
+
+
+def plot_confusion_matrix(matrix: np.ndarray, output: Path, title: str) -> None:
+    figure, axis = plt.subplots(figsize=(8, 7))
+    shown = axis.imshow(matrix, cmap="Blues")
+    figure.colorbar(shown, ax=axis)
+    axis.set_xticks(range(10), CLASS_NAMES, rotation=45, ha="right")
+    axis.set_yticks(range(10), CLASS_NAMES)
+    axis.set(xlabel="predicted", ylabel="true", title=title)
+    threshold = matrix.max() / 2
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            axis.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if matrix[i, j] > threshold else "black",
+            )
+    _save(figure, output)

@@ -1,0 +1,170 @@
+"""Initial weights: ImageNet ResNet-18 from torchvision's URL (with its hash check), or a .pth path.
+
+``fetch_imagenet_weights`` runs on the login node (a local rule): it writes the weights file and a
+small status JSON. When the download fails, the status says why, and training goes on from random
+initialisation, loudly (or stops, with ``pretrained.strict``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fashion_cnn.checkpoint import FORMAT, load_file
+from fashion_cnn.errors import UserError
+from fashion_cnn.files import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+FALLBACK_SOURCE = "random init (ImageNet weights unavailable)"
+
+
+def fallback_mark(chapter_accuracy: float | None) -> str:
+    """The marker shown beside an accuracy trained without the ImageNet weights it asked for."""
+    number = f"{100 * chapter_accuracy:g}%" if chapter_accuracy is not None else "number"
+    return f"random init — not comparable with the chapter's {number}"
+
+
+def imagenet_weights_url() -> str:
+    from torchvision.models import ResNet18_Weights
+
+    return ResNet18_Weights.IMAGENET1K_V1.url
+
+
+def fetch_imagenet_weights(folder: Path, status_path: Path, strict: bool) -> dict:
+    """Download torchvision's ResNet-18 IMAGENET1K_V1 file, checking the hash in its name."""
+    url = imagenet_weights_url()
+    filename = url.rsplit("/", 1)[-1]
+    target = folder / filename
+    status = {"url": url, "path": str(target)}
+    if target.is_file():
+        status.update(available=True, reason="already present")
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        match = torch.hub.HASH_REGEX.search(filename)
+        try:
+            with atomic_path(target) as temporary:
+                torch.hub.download_url_to_file(
+                    url,
+                    str(temporary),
+                    hash_prefix=match.group(1) if match else None,
+                    progress=False,
+                )
+            status.update(available=True, reason="downloaded, hash checked")
+        except (OSError, RuntimeError, ValueError) as error:  # URLError is an OSError
+            reason = f"{type(error).__name__}: {error}"
+            status.update(available=False, reason=reason)
+            message = (
+                f"Could not download the ImageNet weights for ResNet-18 from {url} ({reason}). "
+                f"On a machine with internet, download that file into {folder}/ (or run this rule "
+                "on the login node), or set the experiment's weights to a local .pth path"
+            )
+            if strict:
+                raise UserError(
+                    message + ". pretrained.strict is true, so the workflow stops here."
+                ) from error
+            log.warning(
+                "%s. Going on from RANDOM INITIALISATION (pretrained.strict is false); delete %s to "
+                "try the download again.",
+                message,
+                status_path,
+            )
+    write_json(status_path, status)
+    return status
+
+
+def read_status(status_path: Path) -> dict:
+    try:
+        return json.loads(Path(status_path).read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(
+            f"{status_path} is missing or unreadable ({error}). Delete it and rerun the "
+            "fetch_pretrained_weights rule."
+        ) from error
+
+
+def _state_dict_from_file(path: Path) -> dict:
+    state = load_file(path, what="weights file")
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        state = state["model_state"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(
+            f"{path} is not a state_dict (a mapping of parameter names to tensors). Give a .pth "
+            "saved with torch.save(model.state_dict(), path), or a fashion-cnn model.pt."
+        )
+    return state
+
+
+def apply_weights(model: nn.Module, model_name: str, source: Path, conv1_init: str) -> dict:
+    """Copy pretrained weights into ``model``; returns what was done, for the log and metrics.
+
+    Every tensor must match by name and shape, except the ones the chapter replaces (ResNet-18's
+    conv1 and fc), which stay freshly initialised, or, for conv1 with ``mean_rgb``, become the mean
+    of the pretrained RGB filters.
+    """
+    pretrained = _state_dict_from_file(source)
+    own = model.state_dict()
+    replaced = (
+        {"conv1.weight", "fc.weight", "fc.bias", "fc.0.weight", "fc.0.bias"}
+        if model_name == "resnet18"
+        else set()
+    )
+    loaded, kept_fresh, problems = [], [], []
+    for key, tensor in own.items():
+        incoming = pretrained.get(key)
+        if incoming is not None and incoming.shape == tensor.shape:
+            own[key] = incoming.to(tensor.dtype)
+            loaded.append(key)
+        elif key in replaced:
+            kept_fresh.append(key)
+        else:
+            problems.append(
+                key if incoming is None else f"{key} {tuple(incoming.shape)}≠{tuple(tensor.shape)}"
+            )
+    if problems:
+        raise UserError(
+            f"The weights in {source} do not fit model '{model_name}': {len(problems)} tensors are "
+            f"missing or of the wrong shape ({', '.join(problems[:4])}…). Use weights made for this "
+            "model (for resnet18: torchvision's ResNet-18 state_dict), or change the model."
+        )
+    conv1 = pretrained.get("conv1.weight")
+    if conv1_init == "mean_rgb":
+        if conv1 is None or conv1.dim() != 4:
+            raise UserError(f"conv1_init mean_rgb needs a conv1.weight in {source}; it has none.")
+        own["conv1.weight"] = conv1.mean(dim=1, keepdim=True).to(own["conv1.weight"].dtype)
+        if "conv1.weight" in kept_fresh:
+            kept_fresh.remove("conv1.weight")
+    model.load_state_dict(own)
+    log.info(
+        "loaded %d pretrained tensors from %s; fresh: %s",
+        len(loaded),
+        source,
+        ", ".join(kept_fresh) or "none",
+    )
+    return {"loaded": len(loaded), "fresh": kept_fresh}
+
+
+def initialise(model: nn.Module, experiment: dict, weights_input: str | None, strict: bool) -> str:
+    """Apply the experiment's ``weights`` setting; returns the weights source for the metrics."""
+    choice = experiment["weights"]
+    if choice == "none":
+        return "random init"
+    if choice == "imagenet":
+        status = read_status(Path(weights_input))
+        if not status.get("available"):
+            message = (
+                f"ImageNet weights unavailable ({status.get('reason')}); training ResNet-18 from "
+                f"RANDOM INITIALISATION — {fallback_mark(experiment['chapter_accuracy'])}"
+            )
+            if strict:
+                raise UserError(message + ". pretrained.strict is true: fetch the weights first.")
+            log.warning(message)
+            return FALLBACK_SOURCE
+        apply_weights(model, experiment["model"], Path(status["path"]), experiment["conv1_init"])
+        return f"imagenet ({Path(status['path']).name}, conv1 {experiment['conv1_init']})"
+    apply_weights(model, experiment["model"], Path(choice), experiment["conv1_init"])
+    return f"file {choice} (conv1 {experiment['conv1_init']})"

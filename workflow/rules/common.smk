@@ -1,0 +1,135 @@
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.settings.types import DeploymentMethod
+
+# The package lives beside the rules; Snakemake imports only its torch-free config module.
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from fashion_cnn.config import experiment_settings, validate_config  # noqa: E402
+from fashion_cnn.errors import UserError  # noqa: E402
+from fashion_cnn.data import FILES as RAW_FILES  # noqa: E402
+
+try:
+    validate_config(config)
+except UserError as error:
+    sys.exit(f"{error.paragraph()}")
+
+
+RESULTS = config["results"]
+RESOURCES = config["resources"]
+DATA = f"{RESULTS}/data/fashion_mnist.npz"
+RAW_FOLDER = f"{RESOURCES}/fashion-mnist"
+WEIGHTS_FOLDER = f"{RESOURCES}/weights"
+WEIGHTS_STATUS = f"{WEIGHTS_FOLDER}/resnet18_imagenet.json"
+AUGMENTATION_FIGURES = [
+    "flip",
+    "random_flips",
+    "random_rotations",
+    "random_resized_crops",
+]
+
+# Rules run `python -m fashion_cnn ...`. The code is always used from this checkout (so a code
+# change needs no new image); `python` is the image's inside the container, and outside it the
+# interpreter running Snakemake (its virtualenv). The prefix keeps Snakemake's strict mode; it is
+# formatted like a shell command, so its shell braces are doubled.
+PACKAGE_FOLDER = shlex.quote(str(Path(workflow.basedir) / "workflow"))
+if DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method:
+    PYTHON_PATH = ""
+else:
+    PYTHON_PATH = f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH; "
+shell.prefix(
+    "set -euo pipefail; "
+    f"{PYTHON_PATH}export PYTHONPATH={PACKAGE_FOLDER}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+)
+
+
+# Experiment wildcards match only the names in the config (so results/data/... is no experiment).
+EXPERIMENT_NAMES = "|".join(sorted(config["experiments"]))
+
+
+def experiment_path(experiment, filename):
+    return f"{RESULTS}/{experiment}/{filename}"
+
+
+def get_input_folder(wildcards, input):
+    return str(Path(input[0]).parent)
+
+
+def get_output_folder(wildcards, output):
+    return str(Path(output[0]).parent)
+
+
+def get_final_output():
+    """What the default target builds: data figures, results of every run experiment, the summary."""
+    outputs = [
+        DATA,
+        f"{RESULTS}/data/samples.png",
+        f"{RESULTS}/data/sample_colorbar.png",
+        *(f"{RESULTS}/data/augmentation/{name}.png" for name in AUGMENTATION_FIGURES),
+        *get_summary_outputs(),
+    ]
+    for experiment in config["run_experiments"]:
+        outputs += [
+            experiment_path(experiment, name)
+            for name in (
+                "metrics.json",
+                "confusion_matrix.png",
+                "filters.png",
+                "filters_layers.png",
+                "training_curves.png",
+                "model.onnx",
+                "onnx_check.json",
+            )
+        ]
+    return outputs
+
+
+def get_summary_outputs():
+    return [f"{RESULTS}/summary/summary.{suffix}" for suffix in ("csv", "md", "html")]
+
+
+def get_all_metrics(wildcards):
+    return [experiment_path(name, "metrics.json") for name in config["run_experiments"]]
+
+
+def get_all_onnx_checks(wildcards):
+    return [
+        experiment_path(name, "onnx_check.json") for name in config["run_experiments"]
+    ]
+
+
+def get_experiment_settings(wildcards):
+    """The JSON a job's command line gets: only this experiment's settings, so only they rerun it."""
+    return experiment_settings(config, wildcards.experiment)
+
+
+def get_weights_input(wildcards):
+    weights = config["experiments"][wildcards.experiment]["weights"]
+    if weights == "imagenet":
+        return WEIGHTS_STATUS
+    if weights != "none":
+        return weights
+    return []
+
+
+def get_weights_argument(wildcards, input):
+    if config["experiments"][wildcards.experiment]["weights"] == "imagenet":
+        return f"--weights-status {shlex.quote(input.weights)}"
+    return ""
+
+
+def get_accuracy_labels(wildcards):
+    """Report labels, read when the report is made (metrics exist by then)."""
+    metrics = Path(experiment_path(wildcards.experiment, "metrics.json"))
+    labels = {"experiment": wildcards.experiment}
+    if metrics.is_file():
+        import json
+
+        data = json.loads(metrics.read_text())
+        labels["test accuracy"] = f"{100 * data['test_accuracy']:.2f}%"
+        if data.get("chapter_accuracy") is not None:
+            labels["chapter"] = f"{100 * data['chapter_accuracy']:.2f}%"
+        labels["weights"] = data["weights_source"]
+    return labels

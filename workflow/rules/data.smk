@@ -1,0 +1,51 @@
+# Data: download (login node: it needs the internet) and parse into one cached file.
+
+
+rule download_data:
+    output:
+        expand(
+            f"{RAW_FOLDER}/{{filename}}",
+            filename=[item.filename for item in RAW_FILES],
+        ),
+    log:
+        "logs/download_data.log",
+    benchmark:
+        "benchmarks/download_data.tsv"
+    localrule: True
+    params:
+        folder=get_output_folder,
+        mirrors=" ".join(
+            f"--mirror {shlex.quote(url)}" for url in config["data"]["mirrors"]
+        ),
+        timeout=config["data"]["timeout_s"],
+    shell:
+        "python -m fashion_cnn download-data --folder {params.folder} {params.mirrors}"
+        " --timeout {params.timeout} --log {log}"
+
+
+rule prepare_data:
+    input:
+        rules.download_data.output,
+    output:
+        DATA,
+    log:
+        "logs/prepare_data.log",
+    benchmark:
+        "benchmarks/prepare_data.tsv"
+    params:
+        folder=get_input_folder,
+    shell:
+        "python -m fashion_cnn prepare-data --raw-folder {params.folder} --output {output} --log {log}"
+
+
+rule fetch_pretrained_weights:
+    output:
+        WEIGHTS_STATUS,
+    log:
+        "logs/fetch_pretrained_weights.log",
+    localrule: True
+    params:
+        folder=get_output_folder,
+        strict="--strict" if config["pretrained"]["strict"] else "",
+    shell:
+        "python -m fashion_cnn fetch-weights --folder {params.folder} --status {output} {params.strict} --log {log}"

@@ -1,0 +1,26 @@
+# ONNX export, checked against PyTorch with ONNX Runtime on real test images.
+
+
+rule export_onnx:
+    input:
+        model=f"{RESULTS}/{{experiment}}/model.pt",
+        data=DATA,
+    output:
+        onnx=f"{RESULTS}/{{experiment}}/model.onnx",
+        check=report(
+            f"{RESULTS}/{{experiment}}/onnx_check.json",
+            caption="../report/onnx_check.rst",
+            category="{experiment}",
+            labels={"experiment": "{experiment}", "figure": "ONNX checks"},
+        ),
+    log:
+        "logs/export_onnx/{experiment}.log",
+    benchmark:
+        "benchmarks/export_onnx/{experiment}.tsv"
+    threads: 2
+    params:
+        settings=get_experiment_settings,
+    shell:
+        "python -m fashion_cnn export-onnx --config-json {params.settings:q} --checkpoint {input.model}"
+        " --data {input.data} --onnx {output.onnx} --report {output.check}"
+        " --threads {threads} --log {log}"

@@ -1,0 +1,87 @@
+# Figures: the data, the augmentation policy, filters and training curves.
+
+
+rule plot_samples:
+    input:
+        DATA,
+    output:
+        grid=report(
+            f"{RESULTS}/data/samples.png",
+            caption="../report/samples.rst",
+            category="Data",
+            labels={"figure": "16 training images"},
+        ),
+        colorbar=report(
+            f"{RESULTS}/data/sample_colorbar.png",
+            caption="../report/sample_colorbar.rst",
+            category="Data",
+            labels={"figure": "one image with its pixel scale"},
+        ),
+    log:
+        "logs/plot_samples.log",
+    shell:
+        "python -m fashion_cnn plot-samples --data {input} --grid {output.grid} --colorbar {output.colorbar}"
+        " --log {log}"
+
+
+rule plot_augmentations:
+    input:
+        DATA,
+    output:
+        report(
+            expand(
+                f"{RESULTS}/data/augmentation/{{name}}.png", name=AUGMENTATION_FIGURES
+            ),
+            caption="../report/augmentation.rst",
+            category="Data",
+            labels={"figure": "augmentation examples"},
+        ),
+    log:
+        "logs/plot_augmentations.log",
+    params:
+        folder=get_output_folder,
+    shell:
+        "python -m fashion_cnn plot-augmentations --data {input} --output-folder {params.folder} --log {log}"
+
+
+rule plot_filters:
+    input:
+        f"{RESULTS}/{{experiment}}/model.pt",
+    output:
+        chapter=report(
+            f"{RESULTS}/{{experiment}}/filters.png",
+            caption="../report/filters.rst",
+            category="{experiment}",
+            labels={
+                "experiment": "{experiment}",
+                "figure": "filters (chapter figure)",
+            },
+        ),
+        layers=report(
+            f"{RESULTS}/{{experiment}}/filters_layers.png",
+            caption="../report/filters_layers.rst",
+            category="{experiment}",
+            labels={"experiment": "{experiment}", "figure": "filters of every layer"},
+        ),
+    log:
+        "logs/plot_filters/{experiment}.log",
+    shell:
+        "python -m fashion_cnn plot-filters --checkpoint {input} --chapter-figure {output.chapter}"
+        " --layers-figure {output.layers} --log {log}"
+
+
+rule plot_training_curves:
+    input:
+        f"{RESULTS}/{{experiment}}/history.csv",
+    output:
+        report(
+            f"{RESULTS}/{{experiment}}/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="{experiment}",
+            labels={"experiment": "{experiment}", "figure": "training curves"},
+        ),
+    log:
+        "logs/plot_training_curves/{experiment}.log",
+    shell:
+        "python -m fashion_cnn plot-history --history {input} --output {output} --title {wildcards.experiment}"
+        " --log {log}"
