@@ -50,6 +50,25 @@ def _uniform(low, high, count, generator, device):
     return low + (high - low) * torch.rand(count, generator=generator, device=device)
 
 
+CROP_ATTEMPTS = 10
+
+
+def _crop_sizes(policy: Policy, count: int, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Width and height of each crop as fractions of the image (torchvision's sampling rule)."""
+    shape = (count, CROP_ATTEMPTS)
+    low, high = policy.crop_scale
+    area = low + (high - low) * torch.rand(shape, generator=generator, device=device)
+    log_low, log_high = (math.log(r) for r in policy.crop_ratio)
+    ratio = torch.exp(log_low + (log_high - log_low) * torch.rand(shape, generator=generator, device=device))
+    width, height = torch.sqrt(area * ratio), torch.sqrt(area / ratio)
+    fits = (width <= 1) & (height <= 1)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first fitting candidate
+    any_fits = fits.any(dim=1)
+    width = torch.where(any_fits, width.gather(1, first).squeeze(1), torch.ones_like(any_fits, dtype=width.dtype))
+    height = torch.where(any_fits, height.gather(1, first).squeeze(1), torch.ones_like(any_fits, dtype=height.dtype))
+    return width, height
+
+
 def affine_matrices(
     policy: Policy, count: int, generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
@@ -61,13 +80,11 @@ def affine_matrices(
     """
     ones = torch.ones(count, device=device)
     zeros = torch.zeros(count, device=device)
-    # Resized crop: a window of area s·A and aspect ratio r, placed uniformly, stretched to full size.
+    # Resized crop: a window of area s·A and aspect ratio r, placed uniformly, stretched to full
+    # size. Like torchvision, draw up to 10 candidates and keep the first that fits in the image;
+    # when none fits, take the whole image.
     if policy.crop_scale is not None:
-        area = _uniform(*policy.crop_scale, count, generator, device)
-        log_ratio = _uniform(*(math.log(r) for r in policy.crop_ratio), count, generator, device)
-        ratio = torch.exp(log_ratio)
-        width = torch.sqrt(area * ratio).clamp(max=1.0)
-        height = torch.sqrt(area / ratio).clamp(max=1.0)
+        width, height = _crop_sizes(policy, count, generator, device)
         shift_x = (1 - width) * (2 * torch.rand(count, generator=generator, device=device) - 1)
         shift_y = (1 - height) * (2 * torch.rand(count, generator=generator, device=device) - 1)
     else:

@@ -43,11 +43,17 @@ def load_file(path: str | Path, what: str = "checkpoint") -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        globals_line = [line for line in str(error).splitlines() if "GLOBAL" in line]
+        if not globals_line:  # not a pickle of objects at all: garbage or a broken file
+            raise UserError(
+                f"The {what} {path} is corrupt or not a PyTorch file (it does not unpickle). "
+                "Replace it with a good copy, or delete it and rerun the step that makes it."
+            ) from error
         raise UserError(
-            f"Refused to load {path}: it holds Python objects that could run code when unpickled, "
-            f"so it was loaded with weights_only=True and stopped ({first[:200]}). Only load files "
-            "from people you trust; ask for a plain state_dict or a checkpoint written by fashion-cnn."
+            f"Refused to load {path}: it holds Python objects that could run code when unpickled "
+            f"({globals_line[0].strip()}), so loading with weights_only=True stopped before any "
+            "of it ran. Only load files from people you trust; ask for a plain state_dict or a "
+            "checkpoint written by fashion-cnn."
         ) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise UserError(

@@ -122,15 +122,15 @@ def _describe(error: jsonschema.ValidationError) -> str:
             f"Config error: {where} = {value} is out of range; "
             f"it must be {words[kind]} {error.validator_value}{hint}."
         )
+    if kind == "propertyNames" or "propertyNames" in error.schema_path:
+        return (
+            f"Config error: experiment name {value} in {where} is not allowed; use lower-case "
+            "letters, digits and underscores, starting with a letter (it becomes a folder name)."
+        )
     if kind == "pattern":
         return (
             f"Config error: {where} = {value} has the wrong form "
             f"(must match {error.validator_value}){hint}."
-        )
-    if kind == "propertyNames":
-        return (
-            f"Config error: experiment name {value} in {where} is not allowed; use lower-case "
-            "letters, digits and underscores, starting with a letter (it becomes a folder name)."
         )
     if kind == "required":
         return f"Config error: {where} lacks a required key: {error.message}."

@@ -13,6 +13,7 @@ import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,7 +261,7 @@ def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
             arrays = {key: archive[key] for key in archive.files}
     except FileNotFoundError as error:
         raise UserError(f"{path} is missing. Run the prepare_data rule first.") from error
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise UserError(f"{path} is not a readable dataset cache ({error}). {fix}") from error
     for item in FILES:
         array = arrays.get(item.key)

@@ -1,0 +1,114 @@
+"""Shared fixtures: the real Fashion-MNIST files (Debian's dataset-fashion-mnist), the prepared
+dataset, and helpers to run the command line and Snakemake as a user would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEBIAN_MIRROR = Path("/usr/share/datasets/fashion-mnist")
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+@pytest.fixture(scope="session")
+def debian_mirror() -> Path:
+    if not all((DEBIAN_MIRROR / name).is_file() for name in _raw_names()):
+        pytest.fail(
+            f"The real Fashion-MNIST files are missing from {DEBIAN_MIRROR}: "
+            "apt-get install dataset-fashion-mnist (the README's test command does)."
+        )
+    return DEBIAN_MIRROR
+
+
+def _raw_names() -> list[str]:
+    from fashion_cnn.data import FILES
+
+    return [item.filename for item in FILES]
+
+
+@pytest.fixture(scope="session")
+def prepared_data(tmp_path_factory, debian_mirror) -> Path:
+    """The real dataset, parsed once per session into the cached .npz every step reads."""
+    from fashion_cnn.data import prepare_dataset
+
+    path = tmp_path_factory.mktemp("data") / "fashion_mnist.npz"
+    prepare_dataset(debian_mirror, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def arrays(prepared_data):
+    from fashion_cnn.data import load_prepared
+
+    return load_prepared(prepared_data)
+
+
+def base_config() -> dict:
+    """config.yaml as the workflow reads it, validated and with defaults filled."""
+    from fashion_cnn.config import read_config_file, validate_config
+
+    return validate_config(read_config_file(REPO / "config.yaml"))
+
+
+def cli(*args, cwd=None, env=None, timeout=600, check=False) -> subprocess.CompletedProcess:
+    """Run ``python -m fashion_cnn ARGS`` as the rules do."""
+    result = subprocess.run(
+        [sys.executable, "-m", "fashion_cnn", *map(str, args)],
+        cwd=cwd,
+        env=env or os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"fashion_cnn {args[0]} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def snakemake_command() -> list[str]:
+    executable = Path(sys.executable).with_name("snakemake")
+    return [str(executable)] if executable.exists() else [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir: Path, *args, configfiles=(), timeout=1800, env=None) -> subprocess.CompletedProcess:
+    """Run the real workflow (this checkout's Snakefile) in ``workdir``."""
+    command = [
+        *snakemake_command(),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(REPO / "config.yaml"),
+        *map(str, configfiles),
+        *map(str, args),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy())
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def link_raw_data(workdir: Path, mirror: Path) -> None:
+    """Pre-stage the raw files as a user would (copies: the workflow may replace them)."""
+    folder = workdir / "resources" / "fashion-mnist"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in _raw_names():
+        shutil.copyfile(mirror / name, folder / name)
+
+
+def assert_no_traceback(text: str) -> None:
+    assert "Traceback (most recent call last)" not in text, text
+
+
+def flat(text: str) -> str:
+    """Messages are wrapped for the terminal; compare them with whitespace folded."""
+    return " ".join(text.split())

@@ -1,0 +1,140 @@
+"""Checkpoints and weights from elsewhere: corrupt files, other architectures, pickled code."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torchvision
+from conftest import assert_no_traceback, cli, flat
+
+from fashion_cnn.checkpoint import load_checkpoint, load_file, model_from_checkpoint
+from fashion_cnn.errors import UserError
+from fashion_cnn.models import resnet18_for_fashion
+from fashion_cnn.weights import apply_weights, fetch_imagenet_weights, initialise
+
+
+class RunsCode:
+    """Unpickling this calls os.system: a file that would run code when loaded unsafely."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_with_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "fashion-cnn-checkpoint/1", "model": RunsCode(marker)}, path)
+    with pytest.raises(UserError, match="could run code"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    # the same file through the command line: a clear paragraph, no traceback, no payload
+    result = cli("plot-filters", "--checkpoint", path, "--chapter-figure", tmp_path / "a.png", "--layers-figure", tmp_path / "b.png")
+    assert result.returncode == 2 and "could run code" in flat(result.stderr)
+    assert_no_traceback(result.stderr)
+    assert not marker.exists()
+    # proof that the payload is live: loading unsafely runs it
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"not a checkpoint at all", b"PK\x03\x04" + b"\0" * 64], ids=["empty", "text", "broken zip"]
+)
+def test_corrupt_checkpoint_is_named(tmp_path, content):
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match="corrupt or not a PyTorch file"):
+        load_checkpoint(path)
+
+
+def test_truncated_real_checkpoint_is_named(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"weights": torch.zeros(1000, 100)}, path)
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(UserError, match="corrupt or not a PyTorch file"):
+        load_file(path)
+
+
+def test_bare_state_dict_is_not_mistaken_for_a_checkpoint(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save(resnet18_for_fashion().state_dict(), path)
+    with pytest.raises(UserError, match="not a fashion-cnn checkpoint"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_of_another_architecture_is_named(tmp_path):
+    state = {
+        "format": "fashion-cnn-checkpoint/1",
+        "model": {"name": "cnn", "arguments": {"output_softmax": False}},
+        "model_state": resnet18_for_fashion().state_dict(),
+    }
+    with pytest.raises(UserError, match="belong to another architecture"):
+        model_from_checkpoint(state, "colleague.pt")
+
+
+# ----------------------------------------------------------------------------- pretrained weights
+
+
+@pytest.fixture
+def imagenet_layout_file(tmp_path):
+    """A state_dict in torchvision's ResNet-18 key layout (3-channel conv1, 1000-way fc), made
+    here: ImageNet weights cannot be downloaded in tests."""
+    torch.manual_seed(1)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path / "resnet18-imagenet-layout.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def test_imagenet_layout_weights_load_except_the_replaced_layers(imagenet_layout_file):
+    path, state = imagenet_layout_file
+    torch.manual_seed(2)
+    model = resnet18_for_fashion()
+    fresh_conv1 = model.conv1.weight.detach().clone()
+    apply_weights(model, "resnet18", path, conv1_init="random")
+    assert torch.equal(model.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
+    assert torch.equal(model.bn1.running_var, state["bn1.running_var"])
+    assert torch.equal(model.conv1.weight, fresh_conv1)  # the chapter: a new conv1
+    assert model.fc.weight.shape == (10, 512)
+
+
+def test_mean_rgb_keeps_the_pretrained_conv1_filters(imagenet_layout_file):
+    path, state = imagenet_layout_file
+    model = resnet18_for_fashion()
+    apply_weights(model, "resnet18", path, conv1_init="mean_rgb")
+    assert torch.allclose(model.conv1.weight, state["conv1.weight"].mean(dim=1, keepdim=True))
+
+
+def test_weights_of_another_model_are_refused(tmp_path):
+    path = tmp_path / "vgg.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, path)
+    with pytest.raises(UserError, match="do not fit model 'resnet18'"):
+        apply_weights(resnet18_for_fashion(), "resnet18", path, conv1_init="random")
+
+
+def test_offline_fetch_records_unavailable_and_training_goes_on_loudly(tmp_path, caplog):
+    """No internet here: torchvision's URL fails, for real, and the fallback is flagged."""
+    status_path = tmp_path / "resnet18_imagenet.json"
+    status = fetch_imagenet_weights(tmp_path / "weights", status_path, strict=False)
+    assert status["available"] is False and "download.pytorch.org" in status["url"]
+    assert not list((tmp_path / "weights").glob("*.pth"))
+    experiment = {"weights": "imagenet", "model": "resnet18", "conv1_init": "random", "chapter_accuracy": 0.91}
+    source = initialise(resnet18_for_fashion(), experiment, str(status_path), strict=False)
+    assert source == "random init (ImageNet weights unavailable)"
+    assert "RANDOM INITIALISATION — random init — not comparable with the chapter's 91%" in caplog.text
+    with pytest.raises(UserError, match="pretrained.strict is true"):
+        initialise(resnet18_for_fashion(), experiment, str(status_path), strict=True)
+
+
+def test_strict_fetch_fails_with_a_clear_message(tmp_path):
+    result = cli("fetch-weights", "--folder", tmp_path / "w", "--status", tmp_path / "s.json", "--strict")
+    assert result.returncode == 2
+    assert "pretrained.strict is true, so the workflow stops here" in flat(result.stderr)
+    assert_no_traceback(result.stderr)
+    assert not (tmp_path / "s.json").exists()
+

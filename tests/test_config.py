@@ -1,0 +1,134 @@
+"""Config validation: every mistake is named in one paragraph, before any job starts."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from conftest import REPO, assert_no_traceback, base_config, cli, flat, snakemake
+
+from fashion_cnn.config import load_schema, read_config_file, validate_config
+from fashion_cnn.errors import UserError
+
+
+def _raw():
+    return read_config_file(REPO / "config.yaml")
+
+
+def _error(config) -> str:
+    with pytest.raises(UserError) as caught:
+        validate_config(config)
+    return " ".join(caught.value.paragraph().split())
+
+
+def test_default_config_is_valid_and_defaults_are_filled():
+    config = base_config()
+    assert config["engine"]["device"] == "auto"
+    baseline = config["experiments"]["cnn_baseline"]
+    # keys not written in config.yaml come from the schema's defaults
+    assert baseline["augmentation"] == "none"
+    assert baseline["train_subset"] == 0
+    assert config["experiments"]["cnn_small_augmented"]["train_subset"] == 500
+
+
+def test_every_optional_schema_key_has_type_description_and_default():
+    schema = load_schema()
+
+    def walk(node, where):
+        for key, sub in node.get("properties", {}).items():
+            assert "description" in sub, f"{where}.{key} has no description"
+            if key not in node.get("required", []):
+                assert "default" in sub, f"{where}.{key} has no default"
+            assert "type" in sub or "enum" in sub, f"{where}.{key} has no type"
+            walk(sub, f"{where}.{key}")
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            walk(extra, f"{where}.*")
+
+    walk(schema, "config")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda c: c["experiments"]["cnn_baseline"].update(epoch=3), "unknown key 'epoch'"),
+        (lambda c: c["experiments"]["cnn_baseline"].update(epochs="ten"), "wrong type"),
+        (lambda c: c["experiments"]["cnn_baseline"].update(epochs=0), "out of range"),
+        (lambda c: c["experiments"]["cnn_baseline"].update(learning_rate=-1), "greater than 0"),
+        (lambda c: c["experiments"]["cnn_baseline"].update(augmentation="mixup"), "choose one of"),
+        (lambda c: c["experiments"]["cnn_baseline"].update(model="vgg"), "choose one of"),
+        (lambda c: c["engine"].update(device="gpu"), "engine.device"),
+        (lambda c: c["data"].update(mirrors=["ftp://example.org/"]), "wrong form"),
+        (lambda c: c.update(run_experiments=["cnn_basline"]), "Did you mean 'cnn_baseline'"),
+        (lambda c: c.update(experiments={"Bad-Name": {}}), "experiment name"),
+        (lambda c: c.update(colour="red"), "unknown key 'colour'"),
+    ],
+)
+def test_bad_values_are_named_with_what_is_allowed(change, expected):
+    config = _raw()
+    change(config)
+    message = _error(config)
+    assert expected in message
+    assert "Fix it in config.yaml" in message
+
+
+def test_unknown_key_suggests_the_close_one():
+    config = _raw()
+    config["experiments"]["cnn_baseline"]["batchsize"] = 32
+    message = _error(config)
+    assert "Did you mean 'batch_size'" in message
+
+
+@pytest.mark.parametrize(
+    ("experiment", "expected"),
+    [
+        ({"model": "cnn", "weights": "imagenet"}, "needs model resnet18"),
+        ({"model": "resnet18", "weights": "none", "conv1_init": "mean_rgb"}, "conv1_init"),
+        ({"model": "cnn", "weights": "no/such/file.pth"}, "no such file exists"),
+        ({"model": "cnn", "output_softmax": True, "label_smoothing": 0.1}, "Use one"),
+    ],
+)
+def test_conflicting_options_are_caught(experiment, expected):
+    config = _raw()
+    config["experiments"] = {"broken": experiment}
+    config["run_experiments"] = ["broken"]
+    assert expected in _error(config)
+
+
+def test_command_line_refuses_bad_json_without_traceback():
+    result = cli("check-config", "--config-json", "{not json")
+    assert result.returncode == 2
+    assert "not valid JSON" in flat(result.stderr)
+    assert_no_traceback(result.stderr)
+
+
+def test_command_line_names_yaml_syntax_error(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("experiments:\n  a: {model: cnn\n")
+    result = cli("check-config", "--configfile", broken)
+    assert result.returncode == 2
+    assert "not valid YAML" in flat(result.stderr)
+    assert_no_traceback(result.stderr)
+
+
+def test_snakemake_stops_before_any_job_with_one_paragraph(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    config = {"experiments": {"cnn_baseline": {"epochs": -1}}}
+    bad.write_text(json.dumps(config))
+    result = snakemake(tmp_path, "-n", configfiles=[bad], timeout=120)
+    assert result.returncode != 0
+    output = flat(result.stdout + result.stderr)
+    assert "experiments.cnn_baseline.epochs = -1 is out of range" in output
+    assert_no_traceback(output)
+    assert not (tmp_path / "results").exists()
+
+
+def test_experiment_settings_hold_only_that_experiment():
+    from fashion_cnn.config import experiment_settings
+
+    config = base_config()
+    settings = json.loads(experiment_settings(config, "cnn_small_plain"))
+    assert list(settings["experiments"]) == ["cnn_small_plain"]
+    # it is a valid config on its own: the command line validates it again
+    validate_config(copy.deepcopy(settings))

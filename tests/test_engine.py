@@ -1,0 +1,206 @@
+"""The training loop: it learns, its checkpoints describe themselves, and it resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, base_config, cli, flat
+
+from fashion_cnn.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint
+from fashion_cnn.engine import TrainingJob, predict, resolve_device, train_model, train_step
+from fashion_cnn.errors import UserError
+from fashion_cnn.models import ChapterCNN
+
+# 2,048 real images, 6 epochs of 32 steps: long enough to interrupt, short enough for CI.
+RESUME_OVERRIDE = {
+    "experiments": {"cnn_baseline": {"train_subset": 2048, "epochs": 6}},
+    "run_experiments": ["cnn_baseline"],
+}
+
+
+def test_a_few_steps_lower_the_loss_on_real_images(arrays):
+    torch.manual_seed(0)
+    model = ChapterCNN()
+    images = torch.from_numpy(arrays["train_images"][:64]).float().div(255).unsqueeze(1)
+    labels = torch.from_numpy(arrays["train_labels"][:64].astype(np.int64))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_function = torch.nn.CrossEntropyLoss()
+    first = loss_function(model(images), labels).item()
+    for _ in range(20):
+        train_step(model, optimizer, None, loss_function, images, labels, bf16=False)
+    assert loss_function(model(images), labels).item() < 0.7 * first
+
+
+def _job(tmp_path: Path, data: Path, **changes) -> TrainingJob:
+    config = base_config()
+    experiment = dict(config["experiments"]["cnn_baseline"], train_subset=256, epochs=2, **changes)
+    return TrainingJob(
+        name="cnn_baseline",
+        experiment=experiment,
+        engine=dict(config["engine"], device="cpu"),
+        data_path=data,
+        model_path=tmp_path / "model.pt",
+        history_path=tmp_path / "history.csv",
+        summary_path=tmp_path / "model_summary.txt",
+        threads=1,
+    )
+
+
+def test_checkpoint_describes_itself_and_rebuilds_the_model(tmp_path, prepared_data, arrays):
+    job = _job(tmp_path, prepared_data)
+    state = train_model(job)
+    loaded = load_checkpoint(job.model_path)
+    assert loaded["format"] == FORMAT and loaded["complete"]
+    assert loaded["model"] == {"name": "cnn", "arguments": {"output_softmax": False}}
+    assert loaded["config"]["epochs"] == 2 and loaded["seed"] == 42
+    assert loaded["progress"]["epoch"] == 2 and len(loaded["progress"]["history"]) == 2
+    assert "torch" in loaded["provenance"]["versions"]
+    assert set(loaded["optimizer_state"]) == {"state", "param_groups"}
+    model = model_from_checkpoint(loaded)
+    for key, tensor in state["model_state"].items():
+        assert torch.equal(model.state_dict()[key], tensor)
+    scores = predict(model, arrays["test_images"][:100], torch.device("cpu"), 50)
+    assert scores.shape == (100, 10)
+    history = (tmp_path / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,train_loss,train_accuracy") and len(history) == 3
+
+
+def test_explicit_cuda_without_a_gpu_is_a_clear_error():
+    """No GPU here: the contract is that asking for one says so, instead of a CUDA traceback."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(UserError, match="no CUDA device"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def _train_command(folder: Path, data: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "fashion_cnn",
+        "train-model",
+        "--configfile",
+        str(REPO / "config.yaml"),
+        "--config-json",
+        json.dumps(RESUME_OVERRIDE),
+        "--experiment",
+        "cnn_baseline",
+        "--data",
+        str(data),
+        "--model",
+        str(folder / "model.pt"),
+        "--history",
+        str(folder / "history.csv"),
+        "--summary",
+        str(folder / "model_summary.txt"),
+        "--threads",
+        "1",
+        "--log",
+        str(folder / "train.log"),
+    ]
+
+
+def _run_to_end(folder: Path, data: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(_train_command(folder, data), capture_output=True, text=True, timeout=600)
+
+
+def _interrupt(folder: Path, data: Path, how: signal.Signals, after_epoch: int) -> int:
+    """Start training, wait until ``after_epoch`` is logged, send ``how``; return the exit code."""
+    process = subprocess.Popen(_train_command(folder, data), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = folder / "train.log"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if log.exists() and f"epoch {after_epoch}/6" in log.read_text():
+            break
+        if process.poll() is not None:
+            raise AssertionError(f"training ended before it could be interrupted: {process.communicate()}")
+        time.sleep(0.05)
+    process.send_signal(how)
+    process.communicate(timeout=120)
+    return process.returncode
+
+
+def _weights(folder: Path) -> dict:
+    return load_checkpoint(folder / "model.pt")["model_state"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, prepared_data) -> Path:
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    result = _run_to_end(folder, prepared_data)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def test_same_seed_twice_gives_identical_weights_and_history(tmp_path, prepared_data, uninterrupted):
+    result = _run_to_end(tmp_path, prepared_data)
+    assert result.returncode == 0, result.stderr
+    reference = _weights(uninterrupted)
+    for key, tensor in _weights(tmp_path).items():
+        assert torch.equal(tensor, reference[key]), key
+
+    def losses(folder):
+        return [line.split(",")[1:3] for line in (folder / "history.csv").read_text().splitlines()]
+
+    assert losses(tmp_path) == losses(uninterrupted)
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["TERM", "KILL"])
+def test_interrupted_training_resumes_and_ends_like_an_uninterrupted_run(
+    tmp_path, prepared_data, uninterrupted, how
+):
+    # once epoch 3 is logged, the state of epoch 2 is on disk (a KILL can land between an
+    # epoch's log line and its state file)
+    code = _interrupt(tmp_path, prepared_data, how, after_epoch=3)
+    if how == signal.SIGTERM:
+        assert code == 143, "SIGTERM must save and exit non-zero so --retries/requeue continues"
+        assert "stopped by SIGTERM" in (tmp_path / "train.log").read_text()
+    else:
+        assert code == -signal.SIGKILL
+    assert not (tmp_path / "model.pt").exists()
+    saved = torch.load(tmp_path / "train_state.pt", weights_only=True)["progress"]
+    assert 2 <= saved["epoch"] < 6
+    if how == signal.SIGKILL:
+        assert saved["step"] == 0  # only end-of-epoch states exist after a KILL
+
+    result = _run_to_end(tmp_path, prepared_data)
+    assert result.returncode == 0, result.stderr
+    expected = f"resuming cnn_baseline from {tmp_path / 'train_state.pt'}: epoch {saved['epoch'] + 1}, step {saved['step']}"
+    assert expected in (tmp_path / "train.log").read_text()
+    reference = _weights(uninterrupted)
+    for key, tensor in _weights(tmp_path).items():
+        assert torch.equal(tensor, reference[key]), key
+    assert load_checkpoint(tmp_path / "model.pt")["progress"]["epoch"] == 6
+    assert not list(tmp_path.glob(".*.partial")), "a partial file outlived the rerun"
+
+
+def test_changed_settings_start_afresh(tmp_path, prepared_data, uninterrupted):
+    """A training state written with other settings is not resumed from."""
+    for name in ("train_state.pt",):
+        (tmp_path / name).write_bytes((uninterrupted / name).read_bytes())
+    override = json.loads(json.dumps(RESUME_OVERRIDE))
+    override["experiments"]["cnn_baseline"]["epochs"] = 1
+    command = _train_command(tmp_path, prepared_data)
+    command[command.index("--config-json") + 1] = json.dumps(override)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "written with other settings; starting afresh" in (tmp_path / "train.log").read_text()
+    assert load_checkpoint(tmp_path / "model.pt")["progress"]["epoch"] == 1
+
+
+def test_train_command_reports_a_missing_dataset(tmp_path):
+    result = cli(*_train_command(tmp_path, tmp_path / "missing.npz")[3:])
+    assert result.returncode == 2
+    assert "Run the prepare_data rule first" in flat(result.stderr)

@@ -1,0 +1,69 @@
+"""ONNX export: a dynamic batch axis, onnx.checker, and ONNX Runtime parity on real test images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import base_config
+
+from fashion_cnn.checkpoint import load_checkpoint, model_from_checkpoint
+from fashion_cnn.engine import TrainingJob, to_float_batch, train_model
+from fashion_cnn.export import export_onnx
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["logits", "chapter softmax"])
+def trained(request, tmp_path_factory, prepared_data):
+    folder = tmp_path_factory.mktemp("export")
+    config = base_config()
+    experiment = dict(config["experiments"]["cnn_baseline"], train_subset=512, epochs=1, output_softmax=request.param)
+    job = TrainingJob(
+        name="cnn_baseline",
+        experiment=experiment,
+        engine=dict(config["engine"], device="cpu"),
+        data_path=prepared_data,
+        model_path=folder / "model.pt",
+        history_path=folder / "history.csv",
+        summary_path=folder / "summary.txt",
+        threads=2,
+    )
+    train_model(job)
+    settings = dict(config["export"], latency_repeats=20)
+    export_onnx(job.model_path, prepared_data, folder / "model.onnx", folder / "onnx_check.json", settings, threads=2)
+    return folder
+
+
+def test_exported_graph_is_valid_with_a_dynamic_batch_axis(trained):
+    graph = onnx.load(str(trained / "model.onnx"))
+    onnx.checker.check_model(graph, full_check=True)
+    batch_dimension = graph.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dimension.dim_param and not batch_dimension.dim_value
+    assert graph.opset_import[0].version == 20
+
+
+@pytest.mark.parametrize("batch", [1, 7, 300])
+def test_onnx_runtime_matches_pytorch_on_real_images_at_any_batch(trained, arrays, batch):
+    model = model_from_checkpoint(load_checkpoint(trained / "model.pt"))
+    images = to_float_batch(torch.from_numpy(arrays["test_images"][:batch]))
+    session = ort.InferenceSession(str(trained / "model.onnx"), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(None, {"images": images.numpy()})
+    with torch.inference_mode():
+        expected = model(images).numpy()
+    assert actual.shape == (batch, 10)
+    assert np.abs(actual - expected).max() < 1e-4
+    assert np.array_equal(actual.argmax(1), expected.argmax(1))
+
+
+def test_check_report_records_parity_and_speed(trained):
+    report = json.loads((trained / "onnx_check.json").read_text())
+    parity = report["parity"]
+    assert parity["images"] == 1000 and parity["identical_predictions"] == 1000 and parity["passed"]
+    assert 0 <= parity["max_abs_difference"] <= 1e-4
+    runtime = report["onnxruntime"]
+    assert runtime["providers"][-1] == "CPUExecutionProvider"
+    assert runtime["batch1_latency_ms_p50"] > 0 and runtime["batch256_images_per_s"] > 0
+    assert runtime["batch1_latency_ms_p95"] >= runtime["batch1_latency_ms_p50"]
