@@ -76,7 +76,9 @@ def snakemake_command() -> list[str]:
     return [str(executable)] if executable.exists() else [sys.executable, "-m", "snakemake"]
 
 
-def snakemake(workdir: Path, *args, configfiles=(), timeout=1800, env=None) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args, configfiles=(), timeout=1800, env=None
+) -> subprocess.CompletedProcess:
     """Run the real workflow (this checkout's Snakefile) in ``workdir``."""
     command = [
         *snakemake_command(),
@@ -89,7 +91,9 @@ def snakemake(workdir: Path, *args, configfiles=(), timeout=1800, env=None) -> s
         *map(str, configfiles),
         *map(str, args),
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy())
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy()
+    )
 
 
 def write_config(path: Path, text: str) -> Path:

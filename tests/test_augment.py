@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
+from fashion_cnn.augment import PRESETS, Policy, _crop_sizes, affine_matrices, augment_batch
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
-
-from fashion_cnn.augment import PRESETS, Policy, _crop_sizes, affine_matrices, augment_batch
 
 CPU = torch.device("cpu")
 
@@ -60,7 +59,9 @@ def test_resized_crop_sizes_follow_torchvision_distribution():
     image = torch.zeros(1, 28, 28)
     theirs = []
     for _ in range(4000):
-        _, _, h, w = transforms.RandomResizedCrop.get_params(image, scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3))
+        _, _, h, w = transforms.RandomResizedCrop.get_params(
+            image, scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3)
+        )
         theirs.append(h * w / 784)
     assert abs(ours - sum(theirs) / len(theirs)) < 0.01
 

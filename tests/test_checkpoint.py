@@ -8,7 +8,6 @@ import pytest
 import torch
 import torchvision
 from conftest import assert_no_traceback, cli, flat
-
 from fashion_cnn.checkpoint import load_checkpoint, load_file, model_from_checkpoint
 from fashion_cnn.errors import UserError
 from fashion_cnn.models import resnet18_for_fashion
@@ -33,7 +32,15 @@ def test_pickle_with_code_is_refused_and_never_runs(tmp_path):
         load_checkpoint(path)
     assert not marker.exists()
     # the same file through the command line: a clear paragraph, no traceback, no payload
-    result = cli("plot-filters", "--checkpoint", path, "--chapter-figure", tmp_path / "a.png", "--layers-figure", tmp_path / "b.png")
+    result = cli(
+        "plot-filters",
+        "--checkpoint",
+        path,
+        "--chapter-figure",
+        tmp_path / "a.png",
+        "--layers-figure",
+        tmp_path / "b.png",
+    )
     assert result.returncode == 2 and "could run code" in flat(result.stderr)
     assert_no_traceback(result.stderr)
     assert not marker.exists()
@@ -43,7 +50,9 @@ def test_pickle_with_code_is_refused_and_never_runs(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"not a checkpoint at all", b"PK\x03\x04" + b"\0" * 64], ids=["empty", "text", "broken zip"]
+    "content",
+    [b"", b"not a checkpoint at all", b"PK\x03\x04" + b"\0" * 64],
+    ids=["empty", "text", "broken zip"],
 )
 def test_corrupt_checkpoint_is_named(tmp_path, content):
     path = tmp_path / "model.pt"
@@ -123,18 +132,26 @@ def test_offline_fetch_records_unavailable_and_training_goes_on_loudly(tmp_path,
     status = fetch_imagenet_weights(tmp_path / "weights", status_path, strict=False)
     assert status["available"] is False and "download.pytorch.org" in status["url"]
     assert not list((tmp_path / "weights").glob("*.pth"))
-    experiment = {"weights": "imagenet", "model": "resnet18", "conv1_init": "random", "chapter_accuracy": 0.91}
+    experiment = {
+        "weights": "imagenet",
+        "model": "resnet18",
+        "conv1_init": "random",
+        "chapter_accuracy": 0.91,
+    }
     source = initialise(resnet18_for_fashion(), experiment, str(status_path), strict=False)
     assert source == "random init (ImageNet weights unavailable)"
-    assert "RANDOM INITIALISATION — random init — not comparable with the chapter's 91%" in caplog.text
+    assert (
+        "RANDOM INITIALISATION — random init — not comparable with the chapter's 91%" in caplog.text
+    )
     with pytest.raises(UserError, match="pretrained.strict is true"):
         initialise(resnet18_for_fashion(), experiment, str(status_path), strict=True)
 
 
 def test_strict_fetch_fails_with_a_clear_message(tmp_path):
-    result = cli("fetch-weights", "--folder", tmp_path / "w", "--status", tmp_path / "s.json", "--strict")
+    result = cli(
+        "fetch-weights", "--folder", tmp_path / "w", "--status", tmp_path / "s.json", "--strict"
+    )
     assert result.returncode == 2
     assert "pretrained.strict is true, so the workflow stops here" in flat(result.stderr)
     assert_no_traceback(result.stderr)
     assert not (tmp_path / "s.json").exists()
-

@@ -7,7 +7,6 @@ import json
 
 import pytest
 from conftest import REPO, assert_no_traceback, base_config, cli, flat, snakemake
-
 from fashion_cnn.config import load_schema, read_config_file, validate_config
 from fashion_cnn.errors import UserError
 

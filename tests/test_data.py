@@ -12,7 +12,6 @@ import threading
 import numpy as np
 import pytest
 from conftest import assert_no_traceback, cli, flat
-
 from fashion_cnn import CLASS_NAMES
 from fashion_cnn.data import FILES, download_dataset, load_prepared, parse_idx, prepare_dataset
 from fashion_cnn.errors import UserError

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, base_config, cli, flat
-
 from fashion_cnn.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint
 from fashion_cnn.engine import TrainingJob, predict, resolve_device, train_model, train_step
 from fashion_cnn.errors import UserError
@@ -118,14 +117,18 @@ def _run_to_end(folder: Path, data: Path) -> subprocess.CompletedProcess:
 
 def _interrupt(folder: Path, data: Path, how: signal.Signals, after_epoch: int) -> int:
     """Start training, wait until ``after_epoch`` is logged, send ``how``; return the exit code."""
-    process = subprocess.Popen(_train_command(folder, data), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        _train_command(folder, data), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     log = folder / "train.log"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if log.exists() and f"epoch {after_epoch}/6" in log.read_text():
             break
         if process.poll() is not None:
-            raise AssertionError(f"training ended before it could be interrupted: {process.communicate()}")
+            raise AssertionError(
+                f"training ended before it could be interrupted: {process.communicate()}"
+            )
         time.sleep(0.05)
     process.send_signal(how)
     process.communicate(timeout=120)
@@ -144,7 +147,9 @@ def uninterrupted(tmp_path_factory, prepared_data) -> Path:
     return folder
 
 
-def test_same_seed_twice_gives_identical_weights_and_history(tmp_path, prepared_data, uninterrupted):
+def test_same_seed_twice_gives_identical_weights_and_history(
+    tmp_path, prepared_data, uninterrupted
+):
     result = _run_to_end(tmp_path, prepared_data)
     assert result.returncode == 0, result.stderr
     reference = _weights(uninterrupted)

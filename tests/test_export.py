@@ -10,7 +10,6 @@ import onnxruntime as ort
 import pytest
 import torch
 from conftest import base_config
-
 from fashion_cnn.checkpoint import load_checkpoint, model_from_checkpoint
 from fashion_cnn.engine import TrainingJob, to_float_batch, train_model
 from fashion_cnn.export import export_onnx
@@ -20,7 +19,12 @@ from fashion_cnn.export import export_onnx
 def trained(request, tmp_path_factory, prepared_data):
     folder = tmp_path_factory.mktemp("export")
     config = base_config()
-    experiment = dict(config["experiments"]["cnn_baseline"], train_subset=512, epochs=1, output_softmax=request.param)
+    experiment = dict(
+        config["experiments"]["cnn_baseline"],
+        train_subset=512,
+        epochs=1,
+        output_softmax=request.param,
+    )
     job = TrainingJob(
         name="cnn_baseline",
         experiment=experiment,
@@ -33,7 +37,14 @@ def trained(request, tmp_path_factory, prepared_data):
     )
     train_model(job)
     settings = dict(config["export"], latency_repeats=20)
-    export_onnx(job.model_path, prepared_data, folder / "model.onnx", folder / "onnx_check.json", settings, threads=2)
+    export_onnx(
+        job.model_path,
+        prepared_data,
+        folder / "model.onnx",
+        folder / "onnx_check.json",
+        settings,
+        threads=2,
+    )
     return folder
 
 

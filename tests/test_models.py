@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import torch
-
-from fashion_cnn.models import BatchNormCNN, ChapterCNN, parameter_count, resnet18_for_fashion, summary_table
+from fashion_cnn.models import (
+    BatchNormCNN,
+    ChapterCNN,
+    parameter_count,
+    resnet18_for_fashion,
+    summary_table,
+)
 
 
 def test_chapter_cnn_shape_and_parameter_count():
@@ -30,7 +35,9 @@ def test_output_softmax_reproduces_the_chapter_head():
 def test_resnet18_has_one_input_channel_and_ten_outputs():
     model = resnet18_for_fashion()
     assert tuple(model.conv1.weight.shape) == (64, 1, 7, 7)
-    assert model.conv1.bias is None and model.conv1.stride == (2, 2) and model.conv1.padding == (3, 3)
+    assert (
+        model.conv1.bias is None and model.conv1.stride == (2, 2) and model.conv1.padding == (3, 3)
+    )
     assert model.fc.out_features == 10
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 

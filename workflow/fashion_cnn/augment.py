@@ -59,13 +59,19 @@ def _crop_sizes(policy: Policy, count: int, generator, device) -> tuple[torch.Te
     low, high = policy.crop_scale
     area = low + (high - low) * torch.rand(shape, generator=generator, device=device)
     log_low, log_high = (math.log(r) for r in policy.crop_ratio)
-    ratio = torch.exp(log_low + (log_high - log_low) * torch.rand(shape, generator=generator, device=device))
+    ratio = torch.exp(
+        log_low + (log_high - log_low) * torch.rand(shape, generator=generator, device=device)
+    )
     width, height = torch.sqrt(area * ratio), torch.sqrt(area / ratio)
     fits = (width <= 1) & (height <= 1)
     first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first fitting candidate
     any_fits = fits.any(dim=1)
-    width = torch.where(any_fits, width.gather(1, first).squeeze(1), torch.ones_like(any_fits, dtype=width.dtype))
-    height = torch.where(any_fits, height.gather(1, first).squeeze(1), torch.ones_like(any_fits, dtype=height.dtype))
+    width = torch.where(
+        any_fits, width.gather(1, first).squeeze(1), torch.ones_like(any_fits, dtype=width.dtype)
+    )
+    height = torch.where(
+        any_fits, height.gather(1, first).squeeze(1), torch.ones_like(any_fits, dtype=height.dtype)
+    )
     return width, height
 
 

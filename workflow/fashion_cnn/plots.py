@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +17,8 @@ from fashion_cnn import CLASS_NAMES  # noqa: E402
 from fashion_cnn.augment import Policy, augment_batch  # noqa: E402
 from fashion_cnn.files import save_figure  # noqa: E402
 
+log = logging.getLogger(__name__)
+
 DPI = 100
 
 
@@ -23,6 +26,7 @@ def _save(figure, path: Path) -> None:
     figure.tight_layout()
     save_figure(figure, path, dpi=DPI)
     plt.close(figure)
+    log.info("wrote %s", path)
 
 
 def plot_samples(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 from pathlib import Path
 
 from fashion_cnn.engine import format_duration
 from fashion_cnn.files import write_csv, write_text
 from fashion_cnn.weights import FALLBACK_SOURCE, fallback_mark
+
+log = logging.getLogger(__name__)
 
 COLUMNS = [
     "experiment",
@@ -127,4 +130,5 @@ def write_summary(
     write_csv(csv_path, COLUMNS, [[row[column] for column in COLUMNS] for row in rows])
     write_text(markdown_path, markdown_table(rows))
     write_text(html_path, html_table(rows))
+    log.info("summary of %d experiments:\n%s", len(rows), markdown_table(rows))
     return rows
