@@ -1,0 +1,65 @@
+# Two entry points (see README): `make run` and `make test`. Both set everything up first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SNAKEMAKE := $(VENV)/bin/snakemake
+CORES ?= all
+# Extra arguments for snakemake, e.g. SNAKEMAKE_ARGS="--configfile config/quick.yaml"
+SNAKEMAKE_ARGS ?=
+REPORT ?= results/report.html
+PYTEST_ARGS ?=
+
+# Debian packages: the Fashion-MNIST files (a local mirror), and for the tests a browser and SLURM.
+APT_RUN := dataset-fashion-mnist
+APT_TEST := $(APT_RUN) chromium slurm-wlm slurmctld slurmd slurm-client munge
+
+.PHONY: setup setup-test run quick report test lint rulegraph
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cpu,workflow,dev]'
+	touch $@
+
+# Installs Debian packages where apt exists and we may (root, or passwordless sudo); elsewhere
+# says what is missing and carries on (the official mirrors serve users with internet).
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then echo "note: no apt-get here; not installing: $$missing"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "note: not root and no passwordless sudo; not installing: $$missing"; exit 0; fi; \
+	echo "installing Debian packages: $$missing"; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null
+endef
+
+setup: $(VENV)/.installed
+	$(call apt_install,$(APT_RUN))
+
+setup-test: $(VENV)/.installed
+	$(call apt_install,$(APT_TEST))
+
+run: setup
+	$(SNAKEMAKE) --cores $(CORES) $(SNAKEMAKE_ARGS)
+	$(MAKE) --no-print-directory report
+
+# The CPU demo: every experiment, shortened (config/quick.yaml), in a few minutes.
+quick:
+	$(MAKE) --no-print-directory run SNAKEMAKE_ARGS="--configfile config.yaml config/quick.yaml" REPORT=results/quick/report.html
+
+report:
+	mkdir -p $(dir $(REPORT))
+	$(SNAKEMAKE) --report $(REPORT) $(SNAKEMAKE_ARGS)
+	@echo "report: $(REPORT)"
+
+test: setup-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check workflow tests
+	$(VENV)/bin/ruff format --check workflow tests
+	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
+	$(SNAKEMAKE) --lint
+
+rulegraph: $(VENV)/.installed
+	$(SNAKEMAKE) --rulegraph | dot -Tsvg > docs/rulegraph.svg
