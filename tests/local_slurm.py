@@ -99,12 +99,11 @@ class LocalSlurm:
         def field(name):
             return re.search(rf"{name}=(\d+)", hardware).group(1)
 
-        available_mb = int(
-            next(
-                line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemAvailable")
-            )
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        available_kb = int(
+            next(line.split()[1] for line in meminfo if line.startswith("MemAvailable"))
         )
-        memory = min(int(field("RealMemory")), available_mb // 1024) * 85 // 100
+        memory = min(int(field("RealMemory")), available_kb // 1024) * 85 // 100
         gres = ""
         if self.fake_gpus:
             devices = self.base / "fakedev"
@@ -189,7 +188,7 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         return state.startswith(("idle", "mix", "alloc"))
 
     def down(self) -> None:
-        for name, pid_file in reversed(self.started):
+        for _daemon, pid_file in reversed(self.started):
             try:
                 pid = int(pid_file.read_text().strip())
             except (OSError, ValueError):
