@@ -14,8 +14,10 @@ import pytest
 import torch
 from conftest import REPO, base_config, cli, flat
 from fashion_cnn.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint
-from fashion_cnn.engine import TrainingJob, predict, resolve_device, train_model, train_step
+from fashion_cnn.device import resolve_device
+from fashion_cnn.engine import TrainingJob, train_model, train_step
 from fashion_cnn.errors import UserError
+from fashion_cnn.evaluation import predict
 from fashion_cnn.models import ChapterCNN
 
 # 2,048 real images, 6 epochs of 32 steps: long enough to interrupt, short enough for CI.

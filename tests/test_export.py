@@ -10,8 +10,9 @@ import onnxruntime as ort
 import pytest
 import torch
 from conftest import base_config
+from fashion_cnn.batches import to_float_batch
 from fashion_cnn.checkpoint import load_checkpoint, model_from_checkpoint
-from fashion_cnn.engine import TrainingJob, to_float_batch, train_model
+from fashion_cnn.engine import TrainingJob, train_model
 from fashion_cnn.export import export_onnx
 
 

@@ -87,7 +87,7 @@ def machine_description(device) -> dict:
 
 
 def _switch_sets(requested: list[str], device) -> list[dict]:
-    from fashion_cnn.engine import Switches
+    from fashion_cnn.device import Switches
 
     cuda = device.type == "cuda"
     names = ("channels_last", "bf16", "compile")
@@ -163,7 +163,7 @@ def chapter_loop_rate(
     import torch
 
     from fashion_cnn.augment import get_policy, torchvision_transform
-    from fashion_cnn.engine import ChapterDataset
+    from fashion_cnn.batches import ChapterDataset
 
     dataset = ChapterDataset(images, labels, torchvision_transform(get_policy(preset)))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
@@ -193,7 +193,8 @@ def engine_rate(
     import torch
 
     from fashion_cnn.augment import get_policy
-    from fashion_cnn.engine import DeviceBatches, train_step
+    from fashion_cnn.batches import DeviceBatches
+    from fashion_cnn.engine import train_step
 
     generator = torch.Generator(device=device).manual_seed(0)
     source = DeviceBatches(
@@ -219,7 +220,7 @@ def inference_rates(images, model_name: str, device, threads: int, repeats: int)
     import numpy as np
     import torch
 
-    from fashion_cnn.engine import to_float_batch
+    from fashion_cnn.batches import to_float_batch
     from fashion_cnn.export import export_model, latency_and_throughput, session
 
     model = _model(model_name, torch.device("cpu")).eval()
@@ -285,7 +286,7 @@ def run_benchmark(args) -> dict:
     import torch
 
     from fashion_cnn.data import load_prepared
-    from fashion_cnn.engine import resolve_device
+    from fashion_cnn.device import resolve_device
     from fashion_cnn.files import write_json, write_text
 
     if args.threads:

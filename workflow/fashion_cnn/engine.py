@@ -1,4 +1,4 @@
-"""The one training loop every experiment goes through, and batched prediction.
+"""The one training loop every experiment goes through.
 
 Experiments differ only in configuration: model, training subset, augmentation preset, initial
 weights, epochs, optimizer and schedule. The loop writes a resumable state at the end of every
@@ -9,23 +9,24 @@ random-number state, so an interrupted run ends with the same weights as an unin
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from fashion_cnn import provenance
-from fashion_cnn.augment import Policy, augment_batch, get_policy, torchvision_transform
+from fashion_cnn.augment import get_policy
+from fashion_cnn.batches import DeviceBatches, LoaderBatches
 from fashion_cnn.checkpoint import FORMAT, save_checkpoint, settings_fingerprint
 from fashion_cnn.checkpoint import load_file as load_state_file
+from fashion_cnn.device import Switches, resolve_device
 from fashion_cnn.errors import TrainingInterrupted, UserError
 from fashion_cnn.files import write_csv, write_text
 from fashion_cnn.models import build_model, model_arguments, parameter_count, summary_table
+from fashion_cnn.optim import make_optimizer, make_scheduler
 from fashion_cnn.weights import initialise
 
 log = logging.getLogger(__name__)
@@ -39,183 +40,6 @@ HISTORY_COLUMNS = [
     "epoch_seconds",
     "elapsed_seconds",
 ]
-
-
-# ----------------------------------------------------------------------------- device & switches
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` = CUDA when present, else CPU (logged). An explicit CUDA request must be met."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            device = torch.device("cuda")
-            log.info("device auto: CUDA is available, using %s", torch.cuda.get_device_name(device))
-            return device
-        log.info("device auto: no CUDA device, falling back to cpu")
-        return torch.device("cpu")
-    device = torch.device(spec)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(
-                f"engine.device is '{spec}' but PyTorch sees no CUDA device here "
-                f"(torch {torch.__version__}, CUDA build {torch.version.cuda}). Use device: auto or "
-                "cpu, or run on a GPU node (in the container, with --nv)."
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(
-                f"engine.device is '{spec}' but only {torch.cuda.device_count()} CUDA device(s) exist."
-            )
-    return device
-
-
-@dataclass(frozen=True)
-class Switches:
-    channels_last: bool
-    bf16: bool
-    compile: bool
-
-    @classmethod
-    def resolve(cls, engine: dict, device: torch.device) -> Switches:
-        cuda = device.type == "cuda"
-
-        def choose(value, automatic):
-            return automatic if value == "auto" else bool(value)
-
-        precision = engine["precision"]
-        return cls(
-            # measured: on CPU (oneDNN) the chapter's CNN trains 1.7x faster channels_last, ResNet-18
-            # the same; on CUDA it is what tensor-core convolutions want
-            channels_last=choose(engine["channels_last"], True),
-            bf16=precision == "bf16" or (precision == "auto" and cuda),
-            compile=choose(engine["compile"], False),
-        )
-
-
-# ----------------------------------------------------------------------------- batch sources
-
-
-def to_float_batch(images_uint8: torch.Tensor) -> torch.Tensor:
-    """(N, 28, 28) or (N, 1, 28, 28) uint8 -> (N, 1, 28, 28) float in [0, 1]."""
-    if images_uint8.dim() == 3:
-        images_uint8 = images_uint8.unsqueeze(1)
-    return images_uint8.float().div_(255)
-
-
-class DeviceBatches:
-    """The dataset as one uint8 tensor on the device; batches gathered, scaled, augmented there."""
-
-    resumable_mid_epoch = True
-
-    def __init__(
-        self, images, labels, device, policy: Policy, batch_size: int, generator, channels_last
-    ):
-        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device).unsqueeze(1)
-        self.labels = torch.from_numpy(labels.astype(np.int64)).to(device)
-        self.policy, self.batch_size, self.generator = policy, batch_size, generator
-        self.channels_last = channels_last
-        self.count = len(self.labels)
-
-    def __len__(self) -> int:
-        return math.ceil(self.count / self.batch_size)
-
-    def new_order(self) -> torch.Tensor:
-        return torch.randperm(self.count, generator=self.generator, device=self.images.device)
-
-    def batches(self, order: torch.Tensor, start_step: int):
-        for step in range(start_step, len(self)):
-            index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            images = augment_batch(to_float_batch(self.images[index]), self.policy, self.generator)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images, self.labels[index]
-
-    def rng_state(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def set_rng_state(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-
-
-class ChapterDataset(torch.utils.data.Dataset):
-    """Like torchvision's FashionMNIST: one PIL image at a time through the transforms."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[index], mode="L")), int(
-            self.labels[index]
-        )
-
-
-class LoaderBatches:
-    """The chapter's pipeline: DataLoader(shuffle=True) over per-sample PIL transforms.
-
-    Kept to compare speed and accuracy with the device pipeline. Resumes at epoch boundaries only.
-    """
-
-    resumable_mid_epoch = False
-
-    def __init__(
-        self, images, labels, device, policy: Policy, batch_size: int, seed: int, channels_last
-    ):
-        self.generator = torch.Generator().manual_seed(seed)
-        dataset = ChapterDataset(images, labels, torchvision_transform(policy))
-        self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=True, generator=self.generator
-        )
-        self.device, self.channels_last = device, channels_last
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def new_order(self) -> None:
-        return None
-
-    def batches(self, order, start_step: int):
-        for images, labels in self.loader:
-            images = images.to(self.device, non_blocking=True)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images, labels.to(self.device, non_blocking=True)
-
-    def rng_state(self) -> dict:
-        # per-sample transforms draw from the global generator
-        return {"generator": self.generator.get_state(), "global": torch.get_rng_state()}
-
-    def set_rng_state(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["global"])
-
-
-# ----------------------------------------------------------------------------- optimisation
-
-
-def make_optimizer(model: nn.Module, experiment: dict) -> torch.optim.Optimizer:
-    lr, decay = experiment["learning_rate"], experiment["weight_decay"]
-    if experiment["optimizer"] == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=decay)
-    if experiment["optimizer"] == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=decay)
-    return torch.optim.SGD(
-        model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=decay
-    )
-
-
-def make_scheduler(optimizer, experiment: dict, total_steps: int):
-    schedule = experiment["lr_schedule"]
-    if schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=experiment["learning_rate"], total_steps=total_steps
-        )
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    return None
 
 
 # ----------------------------------------------------------------------------- progress & state
@@ -547,29 +371,3 @@ def _resume(job, run, model, optimizer, scheduler, source, progress) -> None:
     log.info(
         "resuming %s from %s: epoch %d, step %d", job.name, path, progress.epoch + 1, progress.step
     )
-
-
-# ----------------------------------------------------------------------------- prediction
-
-
-@torch.inference_mode()
-def predict(
-    model: nn.Module,
-    images: np.ndarray,
-    device: torch.device,
-    batch_size: int,
-    test_time_flip: bool = False,
-) -> torch.Tensor:
-    """Scores (N, 10) on the CPU: raw outputs, or with ``test_time_flip`` the mean softmax of each
-    image and its mirror image."""
-    model.eval().to(device)
-    scores = []
-    for start in range(0, len(images), batch_size):
-        batch = to_float_batch(
-            torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
-        )
-        outputs = model(batch).float()
-        if test_time_flip:
-            outputs = (outputs.softmax(dim=1) + model(batch.flip(3)).float().softmax(dim=1)) / 2
-        scores.append(outputs.cpu())
-    return torch.cat(scores)

@@ -8,15 +8,40 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from fashion_cnn import CLASS_NAMES, provenance
+from fashion_cnn.batches import to_float_batch
 from fashion_cnn.checkpoint import load_checkpoint, model_from_checkpoint
 from fashion_cnn.data import load_prepared
-from fashion_cnn.engine import predict, resolve_device
+from fashion_cnn.device import resolve_device
 from fashion_cnn.files import write_csv, write_json
 from fashion_cnn.models import parameter_count
 
 log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    images: np.ndarray,
+    device: torch.device,
+    batch_size: int,
+    test_time_flip: bool = False,
+) -> torch.Tensor:
+    """Scores (N, 10) on the CPU: raw outputs, or with ``test_time_flip`` the mean softmax of each
+    image and its mirror image."""
+    model.eval().to(device)
+    scores = []
+    for start in range(0, len(images), batch_size):
+        batch = to_float_batch(
+            torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+        )
+        outputs = model(batch).float()
+        if test_time_flip:
+            outputs = (outputs.softmax(dim=1) + model(batch.flip(3)).float().softmax(dim=1)) / 2
+        scores.append(outputs.cpu())
+    return torch.cat(scores)
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int = 10) -> np.ndarray:

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from fashion_cnn import provenance
+from fashion_cnn.batches import to_float_batch
 from fashion_cnn.checkpoint import load_checkpoint, model_from_checkpoint
 from fashion_cnn.data import load_prepared
-from fashion_cnn.engine import to_float_batch
 from fashion_cnn.errors import UserError
 from fashion_cnn.files import atomic_path, write_json
 

@@ -1,0 +1,114 @@
+"""Batch sources for the training loop.
+
+``DeviceBatches`` (the default) keeps the dataset on the training device as one uint8 tensor and
+gathers, scales and augments whole batches there. ``LoaderBatches`` is the chapter's pipeline
+(DataLoader over per-sample PIL transforms), kept to compare speed and accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from fashion_cnn.augment import Policy, augment_batch, torchvision_transform
+
+
+def to_float_batch(images_uint8: torch.Tensor) -> torch.Tensor:
+    """(N, 28, 28) or (N, 1, 28, 28) uint8 -> (N, 1, 28, 28) float in [0, 1]."""
+    if images_uint8.dim() == 3:
+        images_uint8 = images_uint8.unsqueeze(1)
+    return images_uint8.float().div_(255)
+
+
+class DeviceBatches:
+    """The dataset as one uint8 tensor on the device; batches gathered, scaled, augmented there."""
+
+    resumable_mid_epoch = True
+
+    def __init__(
+        self, images, labels, device, policy: Policy, batch_size: int, generator, channels_last
+    ):
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device).unsqueeze(1)
+        self.labels = torch.from_numpy(labels.astype(np.int64)).to(device)
+        self.policy, self.batch_size, self.generator = policy, batch_size, generator
+        self.channels_last = channels_last
+        self.count = len(self.labels)
+
+    def __len__(self) -> int:
+        return math.ceil(self.count / self.batch_size)
+
+    def new_order(self) -> torch.Tensor:
+        return torch.randperm(self.count, generator=self.generator, device=self.images.device)
+
+    def batches(self, order: torch.Tensor, start_step: int):
+        for step in range(start_step, len(self)):
+            index = order[step * self.batch_size : (step + 1) * self.batch_size]
+            images = augment_batch(to_float_batch(self.images[index]), self.policy, self.generator)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, self.labels[index]
+
+    def rng_state(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def set_rng_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class ChapterDataset(torch.utils.data.Dataset):
+    """Like torchvision's FashionMNIST: one PIL image at a time through the transforms."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[index], mode="L")), int(
+            self.labels[index]
+        )
+
+
+class LoaderBatches:
+    """The chapter's pipeline: DataLoader(shuffle=True) over per-sample PIL transforms.
+
+    Kept to compare speed and accuracy with the device pipeline. Resumes at epoch boundaries only.
+    """
+
+    resumable_mid_epoch = False
+
+    def __init__(
+        self, images, labels, device, policy: Policy, batch_size: int, seed: int, channels_last
+    ):
+        self.generator = torch.Generator().manual_seed(seed)
+        dataset = ChapterDataset(images, labels, torchvision_transform(policy))
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=True, generator=self.generator
+        )
+        self.device, self.channels_last = device, channels_last
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def new_order(self) -> None:
+        return None
+
+    def batches(self, order, start_step: int):
+        for images, labels in self.loader:
+            images = images.to(self.device, non_blocking=True)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, labels.to(self.device, non_blocking=True)
+
+    def rng_state(self) -> dict:
+        # per-sample transforms draw from the global generator
+        return {"generator": self.generator.get_state(), "global": torch.get_rng_state()}
+
+    def set_rng_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["global"])
