@@ -65,7 +65,7 @@ def device_description(device) -> str:
 
 def provenance(device=None) -> dict:
     record = {
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
         "git": git_commit(),
         "versions": library_versions(),
