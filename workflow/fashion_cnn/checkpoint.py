@@ -7,6 +7,7 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so i
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
 import zipfile
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from fashion_cnn.errors import UserError
-from fashion_cnn.files import atomic_path
+from fashion_cnn.files import write_bytes
 from fashion_cnn.models import MODELS, build_model
 
 FORMAT = "fashion-cnn-checkpoint/1"
@@ -29,8 +30,11 @@ def settings_fingerprint(*parts) -> str:
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    with atomic_path(path) as temporary:
-        torch.save(state, temporary)
+    """Serialise in memory, then write atomically: torch.save's own file writer turns a full disk
+    into an obscure RuntimeError, a plain write gives OSError(ENOSPC) that is reported clearly."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def load_file(path: str | Path, what: str = "checkpoint") -> dict:

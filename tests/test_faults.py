@@ -1,0 +1,265 @@
+"""Faults a shared cluster throws at a run: full disks, read-only folders, kills at any moment.
+
+A run that dies leaves nothing half-written and reruns cleanly; a user mistake gets one paragraph.
+The disk tests mount small tmpfs file systems, which needs root (CI runs as root).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import CONFIGS, REPO, assert_no_traceback, cli, flat, snakemake_command
+from fashion_cnn.checkpoint import load_checkpoint
+from fashion_cnn.evaluation import evaluate_model
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str, read_only: bool = False):
+    folder.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def partial_files(folder: Path) -> list[Path]:
+    return list(folder.rglob(".*.partial"))
+
+
+# ----------------------------------------------------------------------------- disks
+
+
+@needs_root
+def test_disk_full_while_preparing_the_dataset(tmp_path, debian_mirror):
+    with tmpfs(tmp_path / "small", "4m") as small:
+        result = cli("prepare-data", "--raw-folder", debian_mirror, "--output", small / "data.npz")
+        assert result.returncode == 2
+        assert "No space left on the device" in flat(result.stderr)
+        assert_no_traceback(result.stderr)
+        assert list(small.iterdir()) == []  # neither the output nor a partial file
+
+
+@needs_root
+def test_disk_full_while_writing_a_checkpoint(tmp_path, prepared_data):
+    override = {
+        "experiments": {"resnet18_finetune": {"weights": "none", "train_subset": 64, "epochs": 1}}
+    }
+    with tmpfs(tmp_path / "small", "20m") as small:  # ResNet-18's state (~130 MB) does not fit
+        result = cli(
+            "train-model",
+            "--configfile",
+            REPO / "config.yaml",
+            "--config-json",
+            json.dumps(override),
+            "--experiment",
+            "resnet18_finetune",
+            "--data",
+            prepared_data,
+            "--model",
+            small / "model.pt",
+            "--history",
+            small / "history.csv",
+            "--summary",
+            small / "model_summary.txt",
+        )
+        assert result.returncode == 2, result.stderr
+        assert "No space left on the device" in flat(result.stderr)
+        assert_no_traceback(result.stderr)
+        assert not (small / "model.pt").exists() and not (small / "train_state.pt").exists()
+        assert partial_files(small) == []
+
+
+@needs_root
+def test_read_only_results_folder(tmp_path, prepared_data):
+    with tmpfs(tmp_path / "readonly", "1m", read_only=True) as readonly:
+        result = cli(
+            "plot-samples",
+            "--data",
+            prepared_data,
+            "--grid",
+            readonly / "samples.png",
+            "--colorbar",
+            readonly / "colorbar.png",
+        )
+        assert result.returncode == 2
+        assert "Cannot write" in flat(result.stderr) and "read-only" in flat(result.stderr)
+        assert_no_traceback(result.stderr)
+
+
+# ----------------------------------------------------------------------------- kills
+
+
+def _run_workflow(workdir: Path, *extra) -> subprocess.Popen:
+    command = [
+        *snakemake_command(),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(REPO / "config.yaml"),
+        str(CONFIGS / "kills.yaml"),
+        "--cores",
+        "2",
+        "--rerun-incomplete",
+        # without profiles/default's keep-going, Snakemake stops at a failed job, so each kill
+        # leaves work undone for the next
+        "--workflow-profile",
+        "none",
+        *extra,
+    ]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def _job_processes(session: int) -> dict[int, str]:
+    """The fashion_cnn job processes of one Snakemake process group: pid -> subcommand."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != session:
+                continue
+            words = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ProcessLookupError):
+            continue
+        if b"fashion_cnn" in words and len(words) > words.index(b"fashion_cnn") + 1:
+            found[int(entry.name)] = words[words.index(b"fashion_cnn") + 1].decode()
+    return found
+
+
+def _wait_for_job(process: subprocess.Popen, steps: set[str], seconds: float = 300) -> int:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for pid, running in _job_processes(process.pid).items():
+            if running in steps:
+                return pid
+        if process.poll() is not None:
+            raise AssertionError(
+                f"the workflow ended before {steps} ran: {process.communicate()[0][-3000:]}"
+            )
+        time.sleep(0.05)
+    raise AssertionError(f"none of {steps} started within {seconds} s")
+
+
+def _unlock(workdir: Path) -> None:
+    unlock = _run_workflow(workdir, "--unlock")
+    unlock.communicate(timeout=120)
+    assert unlock.returncode == 0
+
+
+# Ten kills across the workflow: (steps one of which must be running, what is killed). A job dies
+# within 2 s of starting, before it can finish, so every kill finds its step still to do.
+AFTER_TRAINING = {"evaluate-model", "export-onnx", "plot-filters", "plot-history", "summarize"}
+KILL_PLAN = [
+    ({"train-model"}, "job"),
+    ({"train-model"}, "snakemake"),
+    ({"train-model"}, "job"),
+    ({"train-model"}, "snakemake"),
+    ({"evaluate-model"}, "job"),
+    ({"evaluate-model"}, "snakemake"),
+    ({"export-onnx"}, "job"),
+    ({"export-onnx"}, "snakemake"),
+    (AFTER_TRAINING, "job"),
+    (AFTER_TRAINING, "snakemake"),
+]
+
+
+def test_sigkill_at_random_moments_then_rerun_completes(tmp_path):
+    """SIGKILL ten times, each at a random moment while a given step runs: either the job itself
+    (Snakemake sees it fail) or Snakemake with all its jobs (it leaves incomplete files behind).
+    After each kill the workflow is rerun with --rerun-incomplete, as a user would. Then the report,
+    killed once. Everything ends valid, with no partial files left."""
+    rng = random.Random(20261128)
+    workdir = tmp_path / "work"
+    killed = []
+    for steps, victim in KILL_PLAN:
+        process = _run_workflow(workdir)
+        job = _wait_for_job(process, steps)
+        killed.append(_job_processes(process.pid).get(job))
+        time.sleep(rng.uniform(0.1, 2.0))
+        if victim == "job":
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(job, signal.SIGKILL)
+            process.communicate(timeout=300)  # Snakemake notices the failure and stops
+            assert process.returncode != 0
+        else:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate(timeout=60)
+            _unlock(workdir)  # what Snakemake's LockException tells the user to do
+
+    assert {"train-model", "evaluate-model", "export-onnx"} <= set(killed), killed
+
+    final = _run_workflow(workdir)
+    output = final.communicate(timeout=1200)[0].decode()
+    assert final.returncode == 0, output[-4000:]
+
+    report = workdir / "results" / "report.html"
+    killed_report = _run_workflow(workdir, "--report", str(report))
+    time.sleep(rng.uniform(1, 3))
+    os.killpg(killed_report.pid, signal.SIGKILL)
+    killed_report.communicate(timeout=60)
+    _unlock(workdir)
+    rerun = _run_workflow(workdir, "--report", str(report))
+    rerun.communicate(timeout=300)
+    assert rerun.returncode == 0
+    assert report.read_text().rstrip().endswith("</html>")
+
+    results = workdir / "results" / "cnn_small_augmented"
+    checkpoint = load_checkpoint(results / "model.pt")
+    assert checkpoint["complete"] and checkpoint["progress"]["epoch"] == 60
+    onnx.checker.check_model(onnx.load(str(results / "model.onnx")))
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert 0 < metrics["test_accuracy"] <= 1
+    summary = (workdir / "results" / "summary" / "summary.csv").read_text()
+    assert f"{metrics['test_accuracy']}" in summary
+    assert partial_files(workdir) == []
+
+
+def test_same_seed_same_metrics(tmp_path, prepared_data):
+    """Determinism end to end: two trainings with the same seed give the same test metrics."""
+    from test_engine import RESUME_OVERRIDE, _run_to_end  # the shared reference recipe
+
+    assert RESUME_OVERRIDE["experiments"]["cnn_baseline"]["epochs"] == 6
+    metrics = []
+    for run in ("first", "second"):
+        folder = tmp_path / run
+        folder.mkdir()
+        assert _run_to_end(folder, prepared_data).returncode == 0
+        metrics.append(
+            evaluate_model(
+                folder / "model.pt",
+                prepared_data,
+                folder / "metrics.json",
+                folder / "confusion.csv",
+                folder / "per_class.csv",
+                "cpu",
+                1000,
+                1,
+            )
+        )
+    assert metrics[0]["test_accuracy"] == metrics[1]["test_accuracy"]
+    assert metrics[0]["per_class_accuracy"] == metrics[1]["per_class_accuracy"]
+    first, second = (
+        np.loadtxt(
+            tmp_path / run / "confusion.csv", delimiter=",", skiprows=1, usecols=range(1, 11)
+        )
+        for run in ("first", "second")
+    )
+    assert np.array_equal(first, second)
