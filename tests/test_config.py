@@ -63,6 +63,19 @@ def test_every_optional_schema_key_has_type_description_and_default():
         (lambda c: c.update(experiments={"Bad-Name": {}}), "experiment name"),
         (lambda c: c.update(colour="red"), "unknown key 'colour'"),
     ],
+    ids=[
+        "unknown key",
+        "wrong type",
+        "out of range",
+        "not positive",
+        "unknown augmentation preset",
+        "unknown model",
+        "bad device",
+        "bad mirror scheme",
+        "unknown experiment to run",
+        "bad experiment name",
+        "unknown top-level key",
+    ],
 )
 def test_bad_values_are_named_with_what_is_allowed(change, expected):
     config = _raw()
@@ -86,6 +99,12 @@ def test_unknown_key_suggests_the_close_one():
         ({"model": "resnet18", "weights": "none", "conv1_init": "mean_rgb"}, "conv1_init"),
         ({"model": "cnn", "weights": "no/such/file.pth"}, "no such file exists"),
         ({"model": "cnn", "output_softmax": True, "label_smoothing": 0.1}, "Use one"),
+    ],
+    ids=[
+        "imagenet without resnet",
+        "mean_rgb without weights",
+        "missing weights file",
+        "softmax with smoothing",
     ],
 )
 def test_conflicting_options_are_caught(experiment, expected):
