@@ -155,3 +155,14 @@ def test_strict_fetch_fails_with_a_clear_message(tmp_path):
     assert "pretrained.strict is true, so the workflow stops here" in flat(result.stderr)
     assert_no_traceback(result.stderr)
     assert not (tmp_path / "s.json").exists()
+
+
+def test_a_prestaged_weights_file_is_hash_checked(tmp_path, caplog):
+    """A file under torchvision's name is accepted only if its SHA-256 starts with the hash in the
+    name; anything else (here a state_dict made by the test) is not used as ImageNet weights."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), folder / "resnet18-f37072fd.pth")
+    status = fetch_imagenet_weights(folder, tmp_path / "status.json", strict=False)
+    assert status["available"] is False
+    assert "does not match the hash in its name" in caplog.text

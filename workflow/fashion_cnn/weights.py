@@ -7,6 +7,7 @@ initialisation, loudly (or stops, with ``pretrained.strict``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -41,11 +42,14 @@ def fetch_imagenet_weights(folder: Path, status_path: Path, strict: bool) -> dic
     filename = url.rsplit("/", 1)[-1]
     target = folder / filename
     status = {"url": url, "path": str(target)}
-    if target.is_file():
-        status.update(available=True, reason="already present")
+    match = torch.hub.HASH_REGEX.search(filename)
+    hash_prefix = match.group(1) if match else None
+    if target.is_file() and _sha256(target).startswith(hash_prefix or ""):
+        status.update(available=True, reason="already present, hash checked")
     else:
+        if target.is_file():
+            log.warning("%s does not match the hash in its name; downloading it again", target)
         folder.mkdir(parents=True, exist_ok=True)
-        match = torch.hub.HASH_REGEX.search(filename)
         try:
             with atomic_path(target) as temporary:
                 torch.hub.download_url_to_file(
@@ -75,6 +79,14 @@ def fetch_imagenet_weights(folder: Path, status_path: Path, strict: bool) -> dic
             )
     write_json(status_path, status)
     return status
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_status(status_path: Path) -> dict:
