@@ -46,13 +46,15 @@ class Switches:
     compile: bool
 
     @classmethod
-    def resolve(cls, engine: dict, device: torch.device) -> Switches:
+    def resolve(cls, engine: dict, device: torch.device, precision: str = "engine") -> Switches:
+        """The engine's switches on ``device``; an experiment may set its own ``precision``."""
         cuda = device.type == "cuda"
 
         def choose(value, automatic):
             return automatic if value == "auto" else bool(value)
 
-        precision = engine["precision"]
+        if precision == "engine":
+            precision = engine["precision"]
         return cls(
             # measured: on CPU (oneDNN) the chapter's CNN trains 1.7x faster channels_last, ResNet-18
             # the same; on CUDA it is what tensor-core convolutions want
