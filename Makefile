@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 APT_RUN := dataset-fashion-mnist
 APT_TEST := $(APT_RUN) chromium slurm-wlm slurmctld slurmd slurm-client munge
 
-.PHONY: setup setup-test run quick report test lint rulegraph
+.PHONY: setup setup-test run quick report test lint rulegraph benchmark
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -54,6 +54,12 @@ report:
 
 test: setup-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Training and inference speed, the chapter's loop vs the engine (docs/benchmarks.md).
+BENCHMARK_ARGS ?= --switches fp32 channels_last channels_last+bf16
+benchmark: setup
+	$(SNAKEMAKE) --cores $(CORES) results/data/fashion_mnist.npz
+	$(PY) -m fashion_cnn benchmark $(BENCHMARK_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check workflow tests

@@ -76,11 +76,9 @@ def snakemake_command() -> list[str]:
     return [str(executable)] if executable.exists() else [sys.executable, "-m", "snakemake"]
 
 
-def snakemake(
-    workdir: Path, *args, configfiles=(), timeout=1800, env=None
-) -> subprocess.CompletedProcess:
-    """Run the real workflow (this checkout's Snakefile) in ``workdir``."""
-    command = [
+def snakemake_argv(workdir: Path, *args, configfiles=()) -> list[str]:
+    """The command line that runs the real workflow (this checkout's Snakefile) in ``workdir``."""
+    return [
         *snakemake_command(),
         "--snakefile",
         str(REPO / "Snakefile"),
@@ -91,8 +89,34 @@ def snakemake(
         *map(str, configfiles),
         *map(str, args),
     ]
+
+
+def snakemake(
+    workdir: Path, *args, configfiles=(), timeout=1800, env=None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy()
+        snakemake_argv(workdir, *args, configfiles=configfiles),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or os.environ.copy(),
+    )
+
+
+def tiny_training_job(folder: Path, data: Path, threads: int = 1, **changes):
+    """A TrainingJob for the baseline recipe on a few real images (changes override the recipe)."""
+    from fashion_cnn.engine import TrainingJob
+
+    config = base_config()
+    return TrainingJob(
+        name="cnn_baseline",
+        experiment=dict(config["experiments"]["cnn_baseline"], **changes),
+        engine=dict(config["engine"], device="cpu"),
+        data_path=data,
+        model_path=folder / "model.pt",
+        history_path=folder / "history.csv",
+        summary_path=folder / "model_summary.txt",
+        threads=threads,
     )
 
 

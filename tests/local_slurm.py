@@ -223,13 +223,20 @@ if __name__ == "__main__":  # by hand: python tests/local_slurm.py up|down [FOLD
     import json
     import sys
 
-    action, folder = sys.argv[1], Path(sys.argv[2] if len(sys.argv) > 2 else "/tmp/fashion-cnn-slurm")
+    action, folder = (
+        sys.argv[1],
+        Path(sys.argv[2] if len(sys.argv) > 2 else "/tmp/fashion-cnn-slurm"),
+    )
     cluster = LocalSlurm(folder)
     state = folder / "started.json"
     if action == "up":
         cluster.up()
-        state.write_text(json.dumps({"started": [[n, str(p)] for n, p in cluster.started], "saved": {}}))
-        print(f"one-node SLURM up (partition {cluster.partition}); stop with: python {sys.argv[0]} down {folder}")
+        state.write_text(
+            json.dumps({"started": [[n, str(p)] for n, p in cluster.started], "saved": {}})
+        )
+        print(
+            f"one-node SLURM up (partition {cluster.partition}); stop with: python {sys.argv[0]} down {folder}"
+        )
     elif action == "down":
         cluster.started = [(n, Path(p)) for n, p in json.loads(state.read_text())["started"]]
         cluster.down()

@@ -162,7 +162,9 @@ def test_a_prestaged_weights_file_is_hash_checked(tmp_path, caplog):
     name; anything else (here a state_dict made by the test) is not used as ImageNet weights."""
     folder = tmp_path / "weights"
     folder.mkdir()
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), folder / "resnet18-f37072fd.pth")
+    torch.save(
+        torchvision.models.resnet18(weights=None).state_dict(), folder / "resnet18-f37072fd.pth"
+    )
     status = fetch_imagenet_weights(folder, tmp_path / "status.json", strict=False)
     assert status["available"] is False
     assert "does not match the hash in its name" in caplog.text

@@ -40,6 +40,26 @@ def _truncated_idx_folder(tmp_path, debian_mirror):
     return tmp_path
 
 
+def _train(folder, data, *arguments):
+    outputs = [
+        "--model",
+        folder / "model.pt",
+        "--history",
+        folder / "h.csv",
+        "--summary",
+        folder / "s.txt",
+    ]
+    return [
+        "train-model",
+        "--configfile",
+        REPO / "config.yaml",
+        "--data",
+        data,
+        *outputs,
+        *arguments,
+    ]
+
+
 CASES = {
     "corrupt checkpoint": (
         lambda t, m, d: [
@@ -98,21 +118,7 @@ CASES = {
         "not a readable dataset cache",
     ),
     "unknown experiment": (
-        lambda t, m, d: [
-            "train-model",
-            "--configfile",
-            REPO / "config.yaml",
-            "--experiment",
-            "cnn_basline",
-            "--data",
-            d,
-            "--model",
-            t / "model.pt",
-            "--history",
-            t / "h.csv",
-            "--summary",
-            t / "s.txt",
-        ],
+        lambda t, m, d: _train(t, d, "--experiment", "cnn_basline"),
         "No experiment named 'cnn_basline'",
     ),
     "missing config file": (
@@ -120,23 +126,9 @@ CASES = {
         "does not exist",
     ),
     "CUDA asked for, none here": (
-        lambda t, m, d: [
-            "train-model",
-            "--configfile",
-            REPO / "config.yaml",
-            "--config-json",
-            '{"engine": {"device": "cuda"}}',
-            "--experiment",
-            "cnn_baseline",
-            "--data",
-            d,
-            "--model",
-            t / "model.pt",
-            "--history",
-            t / "h.csv",
-            "--summary",
-            t / "s.txt",
-        ],
+        lambda t, m, d: _train(
+            t, d, "--experiment", "cnn_baseline", "--config-json", '{"engine": {"device": "cuda"}}'
+        ),
         "sees no CUDA device",
     ),
 }

@@ -148,5 +148,10 @@ def test_experiment_settings_hold_only_that_experiment():
     config = base_config()
     settings = json.loads(experiment_settings(config, "cnn_small_plain"))
     assert list(settings["experiments"]) == ["cnn_small_plain"]
-    # it is a valid config on its own: the command line validates it again
-    validate_config(copy.deepcopy(settings))
+    # only what differs from the schema's defaults, so a new option does not rerun old results
+    assert "label_smoothing" not in settings["experiments"]["cnn_small_plain"]
+    assert settings["experiments"]["cnn_small_plain"]["train_subset"] == 500
+    # the command line fills the defaults back in: the same experiment as Snakemake's
+    restored = validate_config(copy.deepcopy(settings))
+    assert restored["experiments"]["cnn_small_plain"] == config["experiments"]["cnn_small_plain"]
+    assert restored["engine"] == config["engine"] and restored["export"] == config["export"]

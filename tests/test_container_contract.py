@@ -36,12 +36,15 @@ WORKING_RULES = {
 }
 
 
-def container_env(log: Path) -> dict:
+def run_in_container(workdir: Path, log: Path, *targets, configfiles):
+    """`snakemake --cores 2 --use-singularity` (the workstation command) with the stand-in."""
     env = os.environ.copy()
     # the stand-in first; then this virtualenv, standing in for the image's Python
     env["PATH"] = f"{FAKES}:{Path(sys.executable).parent}:{env['PATH']}"
     env["FAKE_APPTAINER_LOG"] = str(log)
-    return env
+    return snakemake(
+        workdir, "--cores", "2", "--use-singularity", *targets, configfiles=configfiles, env=env
+    )
 
 
 def calls(log: Path) -> list[dict]:
@@ -56,14 +59,7 @@ def subcommand(call: dict) -> str:
 def test_every_job_runs_in_the_configured_image_with_nv(tmp_path):
     log = tmp_path / "apptainer.jsonl"
     workdir = tmp_path / "work"
-    result = snakemake(
-        workdir,
-        "--cores",
-        "2",
-        "--use-singularity",
-        configfiles=[CONFIGS / "container.yaml"],
-        env=container_env(log),
-    )
+    result = run_in_container(workdir, log, configfiles=[CONFIGS / "container.yaml"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     records = calls(log)
     uri = "docker://ghcr.io/fashion-cnn/fashion-cnn:0.1.0"  # config.yaml's `container:`
@@ -93,14 +89,8 @@ def test_a_local_sif_path_is_used_as_is(tmp_path):
     extra = tmp_path / "sif.yaml"
     extra.write_text(f"container: {image}\n")
     workdir = tmp_path / "work"
-    result = snakemake(
-        workdir,
-        "--cores",
-        "2",
-        "--use-singularity",
-        "results/data/samples.png",
-        configfiles=[CONFIGS / "container.yaml", extra],
-        env=container_env(log),
+    result = run_in_container(
+        workdir, log, "results/data/samples.png", configfiles=[CONFIGS / "container.yaml", extra]
     )
     assert result.returncode == 0, result.stderr[-3000:]
     records = calls(log)

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, base_config, cli, flat
+from conftest import REPO, cli, flat, tiny_training_job
 from fashion_cnn.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint
 from fashion_cnn.device import resolve_device
-from fashion_cnn.engine import TrainingJob, train_model, train_step
+from fashion_cnn.engine import train_model, train_step
 from fashion_cnn.errors import UserError
 from fashion_cnn.evaluation import predict
 from fashion_cnn.models import ChapterCNN
@@ -40,23 +40,8 @@ def test_a_few_steps_lower_the_loss_on_real_images(arrays):
     assert loss_function(model(images), labels).item() < 0.7 * first
 
 
-def _job(tmp_path: Path, data: Path, **changes) -> TrainingJob:
-    config = base_config()
-    experiment = dict(config["experiments"]["cnn_baseline"], train_subset=256, epochs=2, **changes)
-    return TrainingJob(
-        name="cnn_baseline",
-        experiment=experiment,
-        engine=dict(config["engine"], device="cpu"),
-        data_path=data,
-        model_path=tmp_path / "model.pt",
-        history_path=tmp_path / "history.csv",
-        summary_path=tmp_path / "model_summary.txt",
-        threads=1,
-    )
-
-
 def test_checkpoint_describes_itself_and_rebuilds_the_model(tmp_path, prepared_data, arrays):
-    job = _job(tmp_path, prepared_data)
+    job = tiny_training_job(tmp_path, prepared_data, train_subset=256, epochs=2)
     state = train_model(job)
     loaded = load_checkpoint(job.model_path)
     assert loaded["format"] == FORMAT and loaded["complete"]

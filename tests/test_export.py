@@ -9,10 +9,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import base_config
+from conftest import base_config, tiny_training_job
 from fashion_cnn.batches import to_float_batch
 from fashion_cnn.checkpoint import load_checkpoint, model_from_checkpoint
-from fashion_cnn.engine import TrainingJob, train_model
+from fashion_cnn.engine import train_model
 from fashion_cnn.export import export_onnx
 
 
@@ -20,21 +20,8 @@ from fashion_cnn.export import export_onnx
 def trained(request, tmp_path_factory, prepared_data):
     folder = tmp_path_factory.mktemp("export")
     config = base_config()
-    experiment = dict(
-        config["experiments"]["cnn_baseline"],
-        train_subset=512,
-        epochs=1,
-        output_softmax=request.param,
-    )
-    job = TrainingJob(
-        name="cnn_baseline",
-        experiment=experiment,
-        engine=dict(config["engine"], device="cpu"),
-        data_path=prepared_data,
-        model_path=folder / "model.pt",
-        history_path=folder / "history.csv",
-        summary_path=folder / "summary.txt",
-        threads=2,
+    job = tiny_training_job(
+        folder, prepared_data, threads=2, train_subset=512, epochs=1, output_softmax=request.param
     )
     train_model(job)
     settings = dict(config["export"], latency_repeats=20)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import CONFIGS, REPO, assert_no_traceback, cli, flat, snakemake_command
+from conftest import CONFIGS, REPO, assert_no_traceback, cli, flat, snakemake_argv
 from fashion_cnn.checkpoint import load_checkpoint
 from fashion_cnn.evaluation import evaluate_model
 
@@ -104,15 +104,8 @@ def test_read_only_results_folder(tmp_path, prepared_data):
 
 
 def _run_workflow(workdir: Path, *extra) -> subprocess.Popen:
-    command = [
-        *snakemake_command(),
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(REPO / "config.yaml"),
-        str(CONFIGS / "kills.yaml"),
+    command = snakemake_argv(
+        workdir,
         "--cores",
         "2",
         "--rerun-incomplete",
@@ -121,7 +114,8 @@ def _run_workflow(workdir: Path, *extra) -> subprocess.Popen:
         "--workflow-profile",
         "none",
         *extra,
-    ]
+        configfiles=[CONFIGS / "kills.yaml"],
+    )
     return subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )

@@ -136,7 +136,7 @@ def test_summary_lists_every_experiment_with_its_accuracy(tiny_run):
 
 
 def test_every_job_has_a_log_and_costly_ones_a_benchmark(tiny_run):
-    logs, benchmarks = tiny_run / "logs", tiny_run / "benchmarks"
+    logs, benchmarks = tiny_run / "results" / "logs", tiny_run / "results" / "benchmarks"
     for rule in (
         "train_model",
         "evaluate_model",

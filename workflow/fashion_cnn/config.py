@@ -216,10 +216,27 @@ def load_config(configfiles: list[str], overrides: list[str]) -> dict:
     return validate_config(config)
 
 
+def without_defaults(instance, schema: dict):
+    """``instance`` minus the values that equal their schema default (recursively)."""
+    if not isinstance(instance, dict):
+        return instance
+    properties = schema.get("properties", {})
+    extra = schema.get("additionalProperties")
+    kept = {}
+    for key, value in instance.items():
+        subschema = properties.get(key, extra if isinstance(extra, dict) else {})
+        if "default" in subschema and value == subschema["default"]:
+            continue
+        kept[key] = without_defaults(value, subschema)
+    return kept
+
+
 def experiment_settings(config: dict, experiment: str) -> str:
     """The part of the config one experiment's jobs depend on, as JSON for a rule's params.
 
-    Rules pass it to the command line, so a job reruns when (and only when) its own settings change.
+    Rules pass it to the command line (which validates it and fills the defaults back in), so a
+    job reruns when, and only when, its own settings change. Values equal to their schema default
+    are left out: a new option with a default does not rerun every finished experiment.
     """
     subset = {
         "run_experiments": [experiment],
@@ -228,7 +245,7 @@ def experiment_settings(config: dict, experiment: str) -> str:
         "pretrained": config["pretrained"],
         "export": config["export"],
     }
-    return json.dumps(subset, sort_keys=True)
+    return json.dumps(without_defaults(subset, load_schema()), sort_keys=True)
 
 
 def get_experiment(config: dict, name: str) -> dict:

@@ -182,6 +182,8 @@ def train_model(job: TrainingJob) -> dict:
         "fingerprint": fingerprint,
         "arguments": arguments,
         "images": subset,
+        # once per run: it asks git, which would cost more than a small model's checkpoint
+        "provenance": provenance.provenance(device),
     }
     progress = Progress()
     _resume(job, run, model, optimizer, scheduler, source, progress)
@@ -342,7 +344,7 @@ def _state(job, run, model, optimizer, scheduler, source, progress) -> dict:
         "weights_source": run["weights_source"],
         "training_images": run["images"],
         "precision": "bf16 autocast" if run["switches"].bf16 else "fp32",
-        "provenance": provenance.provenance(run["device"]),
+        "provenance": run["provenance"],
     }
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
 
-# The package lives beside the rules; Snakemake imports only its torch-free config module.
+# The package lives beside the rules; Snakemake imports only its torch-free modules (config, data).
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from fashion_cnn.config import experiment_settings, validate_config  # noqa: E402
@@ -14,12 +14,16 @@ from fashion_cnn.data import FILES as RAW_FILES  # noqa: E402
 try:
     validate_config(config)
 except UserError as error:
-    sys.exit(f"{error.paragraph()}")
+    sys.exit(error.paragraph())
 
 
 RESULTS = config["results"]
 RESOURCES = config["resources"]
 DATA = f"{RESULTS}/data/fashion_mnist.npz"
+# Logs and run times go beside the results they belong to, so runs with another `results:`
+# folder (presets, comparisons) never mix their logs with the default run's.
+LOGS = f"{RESULTS}/logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"
 RAW_FOLDER = f"{RESOURCES}/fashion-mnist"
 WEIGHTS_FOLDER = f"{RESOURCES}/weights"
 WEIGHTS_STATUS = f"{WEIGHTS_FOLDER}/resnet18_imagenet.json"
@@ -36,12 +40,12 @@ AUGMENTATION_FIGURES = [
 # formatted like a shell command, so its shell braces are doubled.
 PACKAGE_FOLDER = shlex.quote(str(Path(workflow.basedir) / "workflow"))
 if DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method:
-    PYTHON_PATH = ""
+    USE_THIS_PYTHON = ""
 else:
-    PYTHON_PATH = f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH; "
+    USE_THIS_PYTHON = f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH; "
 shell.prefix(
     "set -euo pipefail; "
-    f"{PYTHON_PATH}export PYTHONPATH={PACKAGE_FOLDER}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    f"{USE_THIS_PYTHON}export PYTHONPATH={PACKAGE_FOLDER}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
 
 

@@ -8,9 +8,9 @@ rule download_data:
             filename=[item.filename for item in RAW_FILES],
         ),
     log:
-        "logs/download_data.log",
+        f"{LOGS}/download_data.log",
     benchmark:
-        "benchmarks/download_data.tsv"
+        f"{BENCHMARKS}/download_data.tsv"
     localrule: True
     params:
         folder=get_output_folder,
@@ -29,9 +29,9 @@ rule prepare_data:
     output:
         DATA,
     log:
-        "logs/prepare_data.log",
+        f"{LOGS}/prepare_data.log",
     benchmark:
-        "benchmarks/prepare_data.tsv"
+        f"{BENCHMARKS}/prepare_data.tsv"
     params:
         folder=get_input_folder,
     shell:
@@ -42,7 +42,7 @@ rule fetch_pretrained_weights:
     output:
         WEIGHTS_STATUS,
     log:
-        "logs/fetch_pretrained_weights.log",
+        f"{LOGS}/fetch_pretrained_weights.log",
     localrule: True
     params:
         folder=get_output_folder,

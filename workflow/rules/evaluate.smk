@@ -16,9 +16,9 @@ rule evaluate_model:
             labels=get_accuracy_labels,
         ),
     log:
-        "logs/evaluate_model/{experiment}.log",
+        f"{LOGS}/evaluate_model/{{experiment}}.log",
     benchmark:
-        "benchmarks/evaluate_model/{experiment}.tsv"
+        f"{BENCHMARKS}/evaluate_model/{{experiment}}.tsv"
     threads: 2
     params:
         device=config["engine"]["device"],

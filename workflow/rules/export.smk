@@ -14,9 +14,9 @@ rule export_onnx:
             labels={"experiment": "{experiment}", "figure": "ONNX checks"},
         ),
     log:
-        "logs/export_onnx/{experiment}.log",
+        f"{LOGS}/export_onnx/{{experiment}}.log",
     benchmark:
-        "benchmarks/export_onnx/{experiment}.tsv"
+        f"{BENCHMARKS}/export_onnx/{{experiment}}.tsv"
     threads: 2
     params:
         settings=get_experiment_settings,

@@ -18,7 +18,7 @@ rule plot_samples:
             labels={"figure": "one image with its pixel scale"},
         ),
     log:
-        "logs/plot_samples.log",
+        f"{LOGS}/plot_samples.log",
     shell:
         "python -m fashion_cnn plot-samples --data {input} --grid {output.grid} --colorbar {output.colorbar}"
         " --log {log}"
@@ -37,7 +37,7 @@ rule plot_augmentations:
             labels={"figure": "augmentation examples"},
         ),
     log:
-        "logs/plot_augmentations.log",
+        f"{LOGS}/plot_augmentations.log",
     params:
         folder=get_output_folder,
     shell:
@@ -64,7 +64,7 @@ rule plot_filters:
             labels={"experiment": "{experiment}", "figure": "filters of every layer"},
         ),
     log:
-        "logs/plot_filters/{experiment}.log",
+        f"{LOGS}/plot_filters/{{experiment}}.log",
     shell:
         "python -m fashion_cnn plot-filters --checkpoint {input} --chapter-figure {output.chapter}"
         " --layers-figure {output.layers} --log {log}"
@@ -81,7 +81,7 @@ rule plot_training_curves:
             labels={"experiment": "{experiment}", "figure": "training curves"},
         ),
     log:
-        "logs/plot_training_curves/{experiment}.log",
+        f"{LOGS}/plot_training_curves/{{experiment}}.log",
     shell:
         "python -m fashion_cnn plot-history --history {input} --output {output} --title {wildcards.experiment}"
         " --log {log}"

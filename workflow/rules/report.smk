@@ -16,7 +16,7 @@ rule summarize:
             labels={"table": "test accuracy of every experiment"},
         ),
     log:
-        "logs/summarize.log",
+        f"{LOGS}/summarize.log",
     localrule: True
     shell:
         "python -m fashion_cnn summarize --metrics {input.metrics} --onnx-reports {input.onnx}"

@@ -15,9 +15,9 @@ rule train_model:
             labels={"experiment": "{experiment}", "figure": "model summary"},
         ),
     log:
-        "logs/train_model/{experiment}.log",
+        f"{LOGS}/train_model/{{experiment}}.log",
     benchmark:
-        "benchmarks/train_model/{experiment}.tsv"
+        f"{BENCHMARKS}/train_model/{{experiment}}.tsv"
     threads: 4
     params:
         settings=get_experiment_settings,
