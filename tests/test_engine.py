@@ -192,6 +192,35 @@ def test_changed_settings_start_afresh(tmp_path, prepared_data, uninterrupted):
     assert load_checkpoint(tmp_path / "model.pt")["progress"]["epoch"] == 1
 
 
+def test_a_finished_state_rewrites_the_outputs_without_training(
+    tmp_path, prepared_data, uninterrupted
+):
+    """Snakemake reruns a finished job when an input was touched and deletes its outputs first:
+    the finished state writes them again (history included) instead of training again."""
+    (tmp_path / "train_state.pt").write_bytes((uninterrupted / "train_state.pt").read_bytes())
+    result = _run_to_end(tmp_path, prepared_data)
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / "train.log").read_text()
+    assert "is already trained; writing its outputs again" in log and " epoch " not in log
+    assert (tmp_path / "history.csv").read_text() == (uninterrupted / "history.csv").read_text()
+    reference = _weights(uninterrupted)
+    for key, tensor in _weights(tmp_path).items():
+        assert torch.equal(tensor, reference[key]), key
+
+
+def test_a_state_trained_on_other_data_is_not_resumed(tmp_path, prepared_data, uninterrupted):
+    (tmp_path / "train_state.pt").write_bytes((uninterrupted / "train_state.pt").read_bytes())
+    with np.load(prepared_data) as arrays:
+        changed = dict(arrays)
+    changed["train_labels"] = changed["train_labels"].copy()
+    changed["train_labels"][0] = (changed["train_labels"][0] + 1) % 10
+    data = tmp_path / "changed.npz"
+    np.savez(data, **changed)
+    result = _run_to_end(tmp_path, data)
+    assert result.returncode == 0, result.stderr
+    assert "written with other settings; starting afresh" in (tmp_path / "train.log").read_text()
+
+
 def test_train_command_reports_a_missing_dataset(tmp_path):
     result = cli(*_train_command(tmp_path, tmp_path / "missing.npz")[3:])
     assert result.returncode == 2

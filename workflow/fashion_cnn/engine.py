@@ -8,6 +8,8 @@ random-number state, so an interrupted run ends with the same weights as an unin
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 import signal
 import time
@@ -173,6 +175,8 @@ def train_model(job: TrainingJob) -> dict:
         switches.channels_last,
         weights_source,
         subset,
+        # the training images themselves: a state trained on other data is never resumed
+        hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest(),
     )
     run = {
         "experiment": job.name,
@@ -223,6 +227,9 @@ def train_model(job: TrainingJob) -> dict:
                     _state(job, run, model, optimizer, scheduler, source, progress), job.state_path
                 )
 
+    # A rerun that finds a finished state (Snakemake deleted the outputs, the inputs were touched)
+    # trains nothing: it writes the outputs again from that state, the history included.
+    _write_history(job, progress)
     state = _state(job, run, model, optimizer, scheduler, source, progress)
     save_checkpoint(state, job.model_path)
     log.info(
@@ -318,6 +325,10 @@ def _train_one_epoch(
         progress.epoch_seconds,
         format_duration(remaining),
     )
+    _write_history(job, progress)
+
+
+def _write_history(job, progress) -> None:
     write_csv(
         job.history_path,
         HISTORY_COLUMNS,
@@ -370,6 +381,9 @@ def _resume(job, run, model, optimizer, scheduler, source, progress) -> None:
         setattr(progress, key, value)
     if progress.order is not None:
         progress.order = progress.order.to(run["device"])
+    if state.get("complete"):
+        log.info("%s in %s is already trained; writing its outputs again", job.name, path)
+        return
     log.info(
         "resuming %s from %s: epoch %d, step %d", job.name, path, progress.epoch + 1, progress.step
     )
