@@ -9,7 +9,6 @@ random-number state, so an interrupted run ends with the same weights as an unin
 from __future__ import annotations
 
 import hashlib
-
 import logging
 import signal
 import time
