@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import REPO, cli, flat, tiny_training_job
 from fashion_cnn.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint
-from fashion_cnn.device import resolve_device
+from fashion_cnn.device import Switches, resolve_device
 from fashion_cnn.engine import train_model, train_step
 from fashion_cnn.errors import UserError
 from fashion_cnn.evaluation import predict
@@ -66,6 +66,20 @@ def test_explicit_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(UserError, match="no CUDA device"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_engine_switch_defaults_are_the_measured_ones(device):
+    """docs/benchmarks.md: channels_last on, fp32, no compile, on CPU and on an H100 alike (a
+    torch.device("cuda") object needs no GPU, so this runs here)."""
+    automatic = {"channels_last": "auto", "precision": "auto", "compile": "auto"}
+    switches = Switches.resolve(automatic, torch.device(device))
+    assert (switches.channels_last, switches.bf16, switches.compile) == (True, False, False)
+    chosen = {"channels_last": False, "precision": "bf16", "compile": True}
+    switches = Switches.resolve(chosen, torch.device(device))
+    assert (switches.channels_last, switches.bf16, switches.compile) == (False, True, True)
+    assert Switches.resolve(chosen, torch.device(device), precision="fp32").bf16 is False
+    assert Switches.resolve(automatic, torch.device(device), precision="bf16").bf16 is True
 
 
 # ----------------------------------------------------------------------------- resume
