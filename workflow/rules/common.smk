@@ -42,7 +42,9 @@ PACKAGE_FOLDER = shlex.quote(str(Path(workflow.basedir) / "workflow"))
 if DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method:
     USE_THIS_PYTHON = ""
 else:
-    USE_THIS_PYTHON = f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH; "
+    USE_THIS_PYTHON = (
+        f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH; "
+    )
 shell.prefix(
     "set -euo pipefail; "
     f"{USE_THIS_PYTHON}export PYTHONPATH={PACKAGE_FOLDER}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
