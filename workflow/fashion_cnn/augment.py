@@ -1,8 +1,9 @@
 """Named augmentation presets, applied to whole batches on the training device.
 
 Each image of a batch gets its own random flip, rotation and resized crop, as torchvision's
-per-image transforms would give it, but all of them are folded into one affine matrix per image and
-applied with a single ``grid_sample`` call: no per-sample Python in the training loop.
+per-image transforms would give it, but as one affine matrix per image for flip and rotation and
+one for the crop, each applied to the whole batch with a single ``grid_sample`` call: no
+per-sample Python in the training loop.
 
 ``torchvision_transform`` gives the same policy as the chapter writes it (PIL transforms, one image
 at a time) for the reference DataLoader pipeline and the benchmark.
@@ -53,48 +54,59 @@ def _uniform(low, high, count, generator, device):
 CROP_ATTEMPTS = 10
 
 
-def _crop_sizes(policy: Policy, count: int, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Width and height of each crop as fractions of the image (torchvision's sampling rule)."""
+def _crop_boxes(
+    policy: Policy, count: int, height: int, width: int, generator, device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Whole-pixel crop boxes (top, left, box height, box width), torchvision's sampling rule:
+    up to 10 candidates of area s·H·W and aspect ratio r, sizes rounded to pixels, the first that
+    fits is kept and placed at a random pixel offset; when none fits, the whole image."""
     shape = (count, CROP_ATTEMPTS)
     low, high = policy.crop_scale
-    area = low + (high - low) * torch.rand(shape, generator=generator, device=device)
+    area = (
+        height
+        * width
+        * (low + (high - low) * torch.rand(shape, generator=generator, device=device))
+    )
     log_low, log_high = (math.log(r) for r in policy.crop_ratio)
     ratio = torch.exp(
         log_low + (log_high - log_low) * torch.rand(shape, generator=generator, device=device)
     )
-    width, height = torch.sqrt(area * ratio), torch.sqrt(area / ratio)
-    fits = (width <= 1) & (height <= 1)
+    box_w, box_h = torch.round(torch.sqrt(area * ratio)), torch.round(torch.sqrt(area / ratio))
+    fits = (box_w > 0) & (box_w <= width) & (box_h > 0) & (box_h <= height)
     first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first fitting candidate
     any_fits = fits.any(dim=1)
-    width = torch.where(
-        any_fits, width.gather(1, first).squeeze(1), torch.ones_like(any_fits, dtype=width.dtype)
-    )
-    height = torch.where(
-        any_fits, height.gather(1, first).squeeze(1), torch.ones_like(any_fits, dtype=height.dtype)
-    )
-    return width, height
+    box_w = torch.where(any_fits, box_w.gather(1, first).squeeze(1), float(width))
+    box_h = torch.where(any_fits, box_h.gather(1, first).squeeze(1), float(height))
+    top = torch.floor((height - box_h + 1) * torch.rand(count, generator=generator, device=device))
+    left = torch.floor((width - box_w + 1) * torch.rand(count, generator=generator, device=device))
+    return top, left, box_h, box_w
 
 
 def affine_matrices(
-    policy: Policy, count: int, generator: torch.Generator, device: torch.device
-) -> torch.Tensor:
-    """One 2x3 sampling matrix per image, in ``affine_grid``'s normalised coordinates.
+    policy: Policy, count: int, generator: torch.Generator, device: torch.device, size=(28, 28)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two 2x3 sampling matrices per image, in ``affine_grid``'s normalised coordinates.
 
-    The output pixel p is read from the input at ``Flip · Rotation · (Scale · p + Shift)``: the
-    resized crop picks a window of the rotated image, and the rotated image is the flipped image
-    turned by the angle. That is the chapter's order: flip, then rotate, then crop.
+    The first flips and rotates (the chapter's RandomHorizontalFlip, then RandomRotation); the
+    second is the resized crop of the rotated image (RandomResizedCrop). They are applied as two
+    ``grid_sample`` passes because torchvision resamples twice with different filters: nearest
+    neighbour for the rotation (RandomRotation's default) and bilinear for the resize. Folding
+    both into one bilinear pass would give smoother images than the chapter's, and measurably
+    other accuracies (docs/benchmarks.md).
     """
     ones = torch.ones(count, device=device)
     zeros = torch.zeros(count, device=device)
-    # Resized crop: a window of area s·A and aspect ratio r, placed uniformly, stretched to full
-    # size. Like torchvision, draw up to 10 candidates and keep the first that fits in the image;
-    # when none fits, take the whole image.
+    # Resized crop: the pixel box, as a scale and a shift of the normalised sampling position.
     if policy.crop_scale is not None:
-        width, height = _crop_sizes(policy, count, generator, device)
-        shift_x = (1 - width) * (2 * torch.rand(count, generator=generator, device=device) - 1)
-        shift_y = (1 - height) * (2 * torch.rand(count, generator=generator, device=device) - 1)
+        height, width = size
+        top, left, box_h, box_w = _crop_boxes(policy, count, height, width, generator, device)
+        scale_x, scale_y = box_w / width, box_h / height
+        shift_x, shift_y = (2 * left + box_w) / width - 1, (2 * top + box_h) / height - 1
     else:
-        width, height, shift_x, shift_y = ones, ones, zeros, zeros
+        scale_x, scale_y, shift_x, shift_y = ones, ones, zeros, zeros
+    crop = torch.stack(
+        [torch.stack([scale_x, zeros, shift_x], 1), torch.stack([zeros, scale_y, shift_y], 1)], 1
+    )
     # Rotation (sampling the input at the inverse angle turns the content by +angle).
     if policy.max_rotation_degrees:
         angle = torch.deg2rad(
@@ -111,18 +123,15 @@ def affine_matrices(
         sign = torch.where(flip, -ones, ones)
     else:
         sign = ones
-    # M = Flip · Rotation · [[w, 0, sx], [0, h, sy]]
-    rotation_scale = torch.stack(
-        [
-            torch.stack([cos * width, -sin * height], dim=1),
-            torch.stack([sin * width, cos * height], dim=1),
-        ],
-        dim=1,
-    )  # (count, 2, 2)
-    shift = torch.stack([cos * shift_x - sin * shift_y, sin * shift_x + cos * shift_y], dim=1)
-    matrix = torch.cat([rotation_scale, shift.unsqueeze(2)], dim=2)
-    matrix[:, 0, :] *= sign.unsqueeze(1)
-    return matrix
+    flip_rotation = torch.stack(
+        [torch.stack([sign * cos, -sign * sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1
+    )
+    return flip_rotation, crop
+
+
+def _resample(images: torch.Tensor, matrix: torch.Tensor, mode: str) -> torch.Tensor:
+    grid = F.affine_grid(matrix.to(images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
 def augment_batch(images: torch.Tensor, policy: Policy, generator: torch.Generator) -> torch.Tensor:
@@ -133,9 +142,14 @@ def augment_batch(images: torch.Tensor, policy: Policy, generator: torch.Generat
         flip = torch.rand(images.shape[0], generator=generator, device=images.device)
         flip = (flip < policy.flip_probability).view(-1, 1, 1, 1)
         return torch.where(flip, images.flip(3), images)
-    matrix = affine_matrices(policy, images.shape[0], generator, images.device).to(images.dtype)
-    grid = F.affine_grid(matrix, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    flip_rotation, crop = affine_matrices(
+        policy, images.shape[0], generator, images.device, tuple(images.shape[2:])
+    )
+    if policy.max_rotation_degrees or policy.flip_probability:
+        images = _resample(images, flip_rotation, "nearest")
+    if policy.crop_scale is not None:
+        images = _resample(images, crop, "bilinear")
+    return images
 
 
 def torchvision_transform(policy: Policy, size: int = 28):
