@@ -95,7 +95,7 @@ def _switch_sets(requested: list[str], device) -> list[dict]:
     for request in requested:
         if request == "auto":
             engine = {"channels_last": "auto", "precision": "auto", "compile": "auto"}
-            sets.append(Switches.resolve(engine, device).__dict__)
+            sets.append(Switches.resolve(engine).__dict__)
         elif request == "all":
             for values in itertools.product([False, True], repeat=3):
                 chosen = dict(zip(names, values, strict=True))

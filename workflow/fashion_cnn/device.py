@@ -46,9 +46,9 @@ class Switches:
     compile: bool
 
     @classmethod
-    def resolve(cls, engine: dict, device: torch.device, precision: str = "engine") -> Switches:
-        """The engine's switches on ``device``; an experiment may set its own ``precision``."""
-        del device  # the measured defaults are the same on CPU and CUDA (docs/benchmarks.md)
+    def resolve(cls, engine: dict, precision: str = "engine") -> Switches:
+        """The engine's switches; an experiment may set its own ``precision``. The measured
+        defaults are the same on CPU and CUDA (docs/benchmarks.md), so the device is no input."""
 
         def choose(value, automatic):
             return automatic if value == "auto" else bool(value)

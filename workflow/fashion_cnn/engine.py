@@ -121,7 +121,7 @@ def train_model(job: TrainingJob) -> dict:
     experiment, engine = job.experiment, job.engine
     torch.set_num_threads(job.threads)
     device = resolve_device(engine["device"])
-    switches = Switches.resolve(engine, device, experiment["precision"])
+    switches = Switches.resolve(engine, experiment["precision"])
     torch.manual_seed(experiment["seed"])
 
     from fashion_cnn.data import load_prepared
