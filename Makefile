@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 APT_RUN := dataset-fashion-mnist
 APT_TEST := $(APT_RUN) chromium slurm-wlm slurmctld slurmd slurm-client munge
 
-.PHONY: setup setup-test run quick report test lint rulegraph benchmark
+.PHONY: setup setup-test run quick check-config report test lint rulegraph benchmark
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,13 +39,20 @@ setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed
 	$(call apt_install,$(APT_TEST))
 
-run: setup
+run: setup check-config
 	$(SNAKEMAKE) --cores $(CORES) $(SNAKEMAKE_ARGS)
 	$(MAKE) --no-print-directory report
 
 # The CPU demo: every experiment, shortened (config/quick.yaml), in a few minutes.
 quick:
 	$(MAKE) --no-print-directory run SNAKEMAKE_ARGS="--configfile config.yaml config/quick.yaml" REPORT=results/quick/report.html
+
+# Snakemake reads the files given with --configfile before any workflow code runs, and on a YAML
+# syntax error says only "Config file is not valid JSON or YAML": this names the file and line.
+check-config: $(VENV)/.installed
+	@files=config.yaml; take=0; for word in $(SNAKEMAKE_ARGS); do \
+	  case "$$word" in --configfile|--configfiles) take=1;; -*) take=0;; *) [ $$take = 0 ] || files="$$files $$word";; esac; \
+	done; $(PY) -m fashion_cnn check-config --configfile $$files
 
 report:
 	mkdir -p $(dir $(REPORT))

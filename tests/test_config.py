@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, assert_no_traceback, base_config, cli, flat, snakemake
@@ -62,6 +65,36 @@ def test_every_optional_schema_key_has_type_description_and_default():
         (lambda c: c.update(run_experiments=["cnn_basline"]), "Did you mean 'cnn_baseline'"),
         (lambda c: c.update(experiments={"Bad-Name": {}}), "experiment name"),
         (lambda c: c.update(colour="red"), "unknown key 'colour'"),
+        (
+            lambda c: c["experiments"]["cnn_baseline"].update(learning_rate=float("nan")),
+            "experiments.cnn_baseline.learning_rate = nan is not a finite number",
+        ),
+        (
+            lambda c: c["experiments"]["cnn_fast"].update(weight_decay=float("inf")),
+            "weight_decay = inf is not a finite number",
+        ),
+        (
+            lambda c: c["experiments"]["cnn_fast"].update(label_smoothing=float("nan")),
+            "label_smoothing = nan is not a finite number",
+        ),
+        (lambda c: c["data"].update(timeout_s=float("inf")), "data.timeout_s = inf is not a"),
+        (
+            lambda c: c["export"].update(parity_tolerance=float("nan")),
+            "export.parity_tolerance = nan is not a finite number",
+        ),
+        (lambda c: c["experiments"]["cnn_baseline"].update(learning_rate=1.0e6), "at most 10"),
+        (lambda c: c["experiments"]["cnn_baseline"].update(seed=2**70), "at most 4294967295"),
+        (lambda c: c["experiments"]["cnn_baseline"].update(batch_size=10**9), "at most 65536"),
+        (lambda c: c["data"].update(timeout_s=10**9), "at most 3600"),
+        (lambda c: c.update(results=""), "results is empty"),
+        (lambda c: c.update(resources=""), "resources is empty"),
+        (lambda c: c.update(results="/"), "the root of the file system"),
+        (lambda c: c.update(results="out/{run}"), 'results = "out/{run}" has the wrong form'),
+        (lambda c: c.update(results="out\nx"), "has the wrong form"),
+        (
+            lambda c: c["experiments"]["cnn_baseline"].update(learning_rate="1e-3"),
+            "YAML reads 1e-3 as text because the number has no decimal point: write 1.0e-3",
+        ),
     ],
     ids=[
         "unknown key",
@@ -75,6 +108,21 @@ def test_every_optional_schema_key_has_type_description_and_default():
         "unknown experiment to run",
         "bad experiment name",
         "unknown top-level key",
+        "NaN learning rate",
+        "infinite weight decay",
+        "NaN label smoothing",
+        "infinite timeout",
+        "NaN tolerance",
+        "absurd learning rate",
+        "seed too large for the generators",
+        "absurd batch size",
+        "absurd timeout",
+        "empty results folder",
+        "empty resources folder",
+        "results at the file-system root",
+        "braces in the results folder",
+        "control character in the results folder",
+        "1e-3 read as text",
     ],
 )
 def test_bad_values_are_named_with_what_is_allowed(change, expected):
@@ -155,3 +203,55 @@ def test_experiment_settings_hold_only_that_experiment():
     restored = validate_config(copy.deepcopy(settings))
     assert restored["experiments"]["cnn_small_plain"] == config["experiments"]["cnn_small_plain"]
     assert restored["engine"] == config["engine"] and restored["export"] == config["export"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "experiments:\n  cnn_baseline: {learning_rate: .nan}\n",
+            "experiments.cnn_baseline.learning_rate = nan is not a finite number",
+        ),
+        (
+            "experiments:\n  cnn_baseline: {learning_rate: 3e-4}\n",
+            "write 3.0e-4",
+        ),
+        ('results: ""\n', "results is empty"),
+    ],
+    ids=["NaN", "1e-3 as text", "empty results"],
+)
+def test_snakemake_names_non_finite_and_yaml_text_numbers(tmp_path, text, expected):
+    """The same checks reach a user who runs snakemake with a YAML file (not only the CLI)."""
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(text)
+    result = snakemake(tmp_path, "-n", configfiles=[extra], timeout=120)
+    assert result.returncode != 0
+    output = flat(result.stdout + result.stderr)
+    assert expected in output
+    assert_no_traceback(output)
+
+
+def test_check_config_names_the_file_with_a_yaml_syntax_error(tmp_path):
+    """Snakemake's own parser says only 'Config file is not valid JSON or YAML' for a file given
+    with --configfile (it reads it before any workflow code runs). `make run` checks the files
+    with check-config first, which names the file and the line."""
+    broken = tmp_path / "extra.yaml"
+    broken.write_text("experiments:\n  cnn_baseline:\n    epochs: [3\n")
+    result = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            REPO,
+            "check-config",
+            f"VENV={Path(sys.prefix)}",
+            f"SNAKEMAKE_ARGS=--cores 2 --configfile config.yaml {broken} --dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    output = flat(result.stdout + result.stderr)
+    assert f"Config file {broken} is not valid YAML near line" in output
+    assert_no_traceback(output)

@@ -20,6 +20,7 @@ import onnx
 import pytest
 from conftest import CONFIGS, REPO, assert_no_traceback, cli, flat, snakemake_argv
 from fashion_cnn.checkpoint import load_checkpoint
+from fashion_cnn.config import visible_gpus
 from fashion_cnn.evaluation import evaluate_model
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -84,20 +85,26 @@ def test_disk_full_while_writing_a_checkpoint(tmp_path, prepared_data):
 
 
 @needs_root
-def test_read_only_results_folder(tmp_path, prepared_data):
+@pytest.mark.parametrize("what", ["outputs", "log"])
+def test_read_only_results_folder(tmp_path, prepared_data, what):
+    """Outputs, or the log (opened first, before any step runs), on a read-only file system."""
     with tmpfs(tmp_path / "readonly", "1m", read_only=True) as readonly:
+        outputs = readonly if what == "outputs" else tmp_path
         result = cli(
             "plot-samples",
             "--data",
             prepared_data,
             "--grid",
-            readonly / "samples.png",
+            outputs / "samples.png",
             "--colorbar",
-            readonly / "colorbar.png",
+            outputs / "colorbar.png",
+            "--log",
+            (readonly if what == "log" else tmp_path) / "logs" / "plot_samples.log",
         )
         assert result.returncode == 2
         assert "Cannot write" in flat(result.stderr) and "read-only" in flat(result.stderr)
         assert_no_traceback(result.stderr)
+        assert not (outputs / "samples.png").exists()
 
 
 # ----------------------------------------------------------------------------- kills
@@ -224,6 +231,84 @@ def test_sigkill_at_random_moments_then_rerun_completes(tmp_path):
     summary = (workdir / "results" / "summary" / "summary.csv").read_text()
     assert f"{metrics['test_accuracy']}" in summary
     assert partial_files(workdir) == []
+
+
+# ----------------------------------------------------------------------------- workstation recovery
+
+
+def _workstation_run(workdir: Path, *extra, configfiles=()) -> subprocess.Popen:
+    """Snakemake as a user runs it on a workstation: profiles/default applies, no extra flags."""
+    command = snakemake_argv(
+        workdir, "--cores", "2", *extra, configfiles=[CONFIGS / "recovery.yaml", *configfiles]
+    )
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+@pytest.fixture(scope="module")
+def killed_then_rerun(tmp_path_factory):
+    """Snakemake killed with its training job after two epochs, `--unlock`, then a plain rerun."""
+    workdir = tmp_path_factory.mktemp("workstation")
+    target = "results/cnn_small_plain/model.pt"
+    process = _workstation_run(workdir, target)
+    _wait_for_job(process, {"train-model"})
+    log = workdir / "results" / "logs" / "train_model" / "cnn_small_plain.log"
+    deadline = time.monotonic() + 300
+    while not (log.exists() and " epoch  2/40" in log.read_text()):
+        assert time.monotonic() < deadline and process.poll() is None, "training did not start"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    unlock = _workstation_run(workdir, "--unlock")
+    unlock.communicate(timeout=120)
+    rerun = _workstation_run(workdir, target)
+    # while the rerun trains, a second Snakemake on the same folder (a second terminal, a shared
+    # account) must stop at the lock without touching anything
+    _wait_for_job(rerun, {"train-model"})
+    second = _workstation_run(workdir, target)
+    second_output = second.communicate(timeout=300)[0].decode()
+    output = rerun.communicate(timeout=900)[0].decode()
+    return workdir, rerun.returncode, output, log.read_text(), (second.returncode, second_output)
+
+
+def test_a_killed_snakemake_reruns_after_unlock_with_the_workstation_profile(killed_then_rerun):
+    """docs/robustness.md's recovery: `snakemake --unlock`, then a plain rerun (the workstation
+    profile sets rerun-incomplete, like the cluster one); training resumes from its state."""
+    workdir, code, output, log, _ = killed_then_rerun
+    assert code == 0, output[-3000:]
+    assert "IncompleteFilesException" not in output
+    assert "resuming cnn_small_plain from" in log
+    assert load_checkpoint(workdir / "results" / "cnn_small_plain" / "model.pt")["complete"]
+
+
+def test_a_second_snakemake_on_the_same_folder_stops_at_the_lock(killed_then_rerun):
+    """Two runs on one results folder at once: the second is refused, the first finishes."""
+    _, code, _, _, (second_code, second_output) = killed_then_rerun
+    assert second_code != 0
+    assert "LockException" in second_output and "--unlock" in second_output
+    assert code == 0
+
+
+@pytest.mark.skipif(visible_gpus() != 0, reason="this machine shows a GPU")
+def test_cuda_asked_for_without_a_gpu_removes_no_finished_output(killed_then_rerun, tmp_path):
+    """engine.device: cuda changes the training job's settings, so Snakemake would rerun it and
+    remove its outputs first; on a machine with no GPU it stops before that, with one paragraph."""
+    workdir, code, _, _, _ = killed_then_rerun
+    assert code == 0
+    model = workdir / "results" / "cnn_small_plain" / "model.pt"
+    before = (model.read_bytes(), model.stat().st_mtime_ns)
+    cuda = tmp_path / "cuda.yaml"
+    cuda.write_text("engine: {device: cuda}\n")
+    process = _workstation_run(workdir, str(model.relative_to(workdir)), configfiles=[cuda])
+    output = flat(process.communicate(timeout=300)[0].decode())
+    assert process.returncode != 0
+    assert "engine.device = cuda, but this machine shows no GPU" in output
+    assert "Nothing was run or removed" in output
+    assert_no_traceback(output)
+    assert (model.read_bytes(), model.stat().st_mtime_ns) == before
+    again = _workstation_run(workdir, str(model.relative_to(workdir)), "--dry-run")
+    assert "Nothing to be done" in again.communicate(timeout=300)[0].decode()
 
 
 def test_same_seed_same_metrics(tmp_path, prepared_data):

@@ -1,6 +1,8 @@
 """The real DAG through Snakemake on a tiny configuration: every experiment, real data.
 
-Runs once per session (a few minutes on 2 cores); the tests below read what it produced.
+Runs once per session (a few minutes on 2 cores); the tests below read what it produced. It runs
+in a folder, and writes to `results:` and `resources:` folders, whose names hold spaces, quotes and
+shell commands (configs/hostile_paths.yaml): every value must reach each job as one argument.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import CONFIGS, snakemake
+import yaml
+from conftest import CONFIGS, REPO, snakemake
 from fashion_cnn.checkpoint import load_checkpoint
 from PIL import Image
 
 pytestmark = pytest.mark.workflow
 
 TINY = CONFIGS / "tiny.yaml"
+HOSTILE = CONFIGS / "hostile_paths.yaml"
+CONFIGFILES = [TINY, HOSTILE]
+RESULTS = yaml.safe_load(HOSTILE.read_text())["results"]
+RESOURCES = yaml.safe_load(HOSTILE.read_text())["resources"]
+INJECTED = {f"INJECTED_{n}" for n in range(1, 7)}
 EXPERIMENTS = [
     "cnn_baseline",
     "cnn_small_augmented",
@@ -54,8 +62,8 @@ DATA_FIGURES = [
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, debian_mirror):
-    workdir = tmp_path_factory.mktemp("workflow")
-    result = snakemake(workdir, "--cores", "2", configfiles=[TINY])
+    workdir = tmp_path_factory.mktemp("work flow; x")
+    result = snakemake(workdir, "--cores", "2", configfiles=CONFIGFILES)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return workdir
 
@@ -79,7 +87,7 @@ def assert_png(path: Path, min_size=(100, 100)) -> None:
 
 
 def test_every_output_exists_and_parses(tiny_run):
-    results = tiny_run / "results"
+    results = tiny_run / RESULTS
     assert np.load(results / "data" / "fashion_mnist.npz")["train_images"].shape == (60000, 28, 28)
     for name in DATA_FIGURES:
         assert_png(results / "data" / name)
@@ -106,8 +114,17 @@ def test_every_output_exists_and_parses(tiny_run):
     assert not list(results.rglob(".*.partial"))
 
 
+def test_no_config_value_reached_the_shell(tiny_run):
+    """Nothing the folder names or the mirror URL hold ran as a command, anywhere."""
+    made = [*tiny_run.rglob("INJECTED_*"), *REPO.glob("INJECTED_*"), *Path.cwd().glob("INJECTED_*")]
+    assert not [p for p in made if p.name in INJECTED], made
+    assert (tiny_run / RESOURCES / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file()
+    log = (tiny_run / RESULTS / "logs" / "download_data.log").read_text()
+    assert "file:///nowhere;touch${IFS}INJECTED_5{x}$(touch${IFS}INJECTED_6)/" in log
+
+
 def test_metrics_carry_provenance(tiny_run):
-    metrics = read_json(tiny_run / "results" / "cnn_baseline" / "metrics.json")
+    metrics = read_json(tiny_run / RESULTS / "cnn_baseline" / "metrics.json")
     assert 0.1 <= metrics["test_accuracy"] <= 1 and metrics["test_images"] == 10000
     assert len(metrics["per_class_accuracy"]) == 10
     assert metrics["seed"] == 42 and metrics["config"]["train_subset"] == 300
@@ -116,8 +133,8 @@ def test_metrics_carry_provenance(tiny_run):
     provenance = metrics["provenance"]
     assert provenance["git"]["commit"] and len(provenance["git"]["commit"]) == 40
     assert provenance["versions"]["torch"].startswith("2.14.1")
-    resnet = read_json(tiny_run / "results" / "resnet18_finetune" / "metrics.json")
-    status = read_json(tiny_run / "resources" / "weights" / "resnet18_imagenet.json")
+    resnet = read_json(tiny_run / RESULTS / "resnet18_finetune" / "metrics.json")
+    status = read_json(tiny_run / RESOURCES / "weights" / "resnet18_imagenet.json")
     if status["available"]:
         assert resnet["weights_source"].startswith("imagenet")
     else:  # offline, as on the machine this was written on: flagged, not hidden
@@ -125,18 +142,18 @@ def test_metrics_carry_provenance(tiny_run):
 
 
 def test_summary_lists_every_experiment_with_its_accuracy(tiny_run):
-    summary = tiny_run / "results" / "summary"
+    summary = tiny_run / RESULTS / "summary"
     rows = read_rows(summary / "summary.csv")
     assert [row["experiment"] for row in rows] == EXPERIMENTS
     for row in rows:
-        metrics = read_json(tiny_run / "results" / row["experiment"] / "metrics.json")
+        metrics = read_json(tiny_run / RESULTS / row["experiment"] / "metrics.json")
         assert float(row["test_accuracy"]) == pytest.approx(metrics["test_accuracy"])
     markdown = (summary / "summary.md").read_text()
     assert "| cnn_small_augmented |" in markdown and "79.24%" in markdown
 
 
 def test_every_job_has_a_log_and_costly_ones_a_benchmark(tiny_run):
-    logs, benchmarks = tiny_run / "results" / "logs", tiny_run / "results" / "benchmarks"
+    logs, benchmarks = tiny_run / RESULTS / "logs", tiny_run / RESULTS / "benchmarks"
     for rule in (
         "train_model",
         "evaluate_model",
@@ -153,7 +170,7 @@ def test_every_job_has_a_log_and_costly_ones_a_benchmark(tiny_run):
 
 
 def test_a_second_run_has_nothing_to_do(tiny_run):
-    result = snakemake(tiny_run, "--cores", "2", "--dry-run", configfiles=[TINY], timeout=300)
+    result = snakemake(tiny_run, "--cores", "2", "--dry-run", configfiles=CONFIGFILES, timeout=300)
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
 
@@ -164,11 +181,11 @@ def test_report_renders_and_carries_the_accuracies(tiny_run, tmp_path):
         pytest.fail(
             "chromium is missing: apt-get install chromium (the README's test command does)"
         )
-    report = tiny_run / "results" / "report.html"
-    result = snakemake(tiny_run, "--report", report, configfiles=[TINY], timeout=300)
+    report = tiny_run / RESULTS / "report.html"
+    result = snakemake(tiny_run, "--report", report, configfiles=CONFIGFILES, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     html = report.read_text()
-    for row in read_rows(tiny_run / "results" / "summary" / "summary.csv"):
+    for row in read_rows(tiny_run / RESULTS / "summary" / "summary.csv"):
         assert f"{100 * float(row['test_accuracy']):.2f}%" in html, row["experiment"]
     screenshot = tmp_path / "report.png"
     subprocess.run(

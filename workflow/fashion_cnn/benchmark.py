@@ -32,26 +32,33 @@ WORKLOADS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fashion_cnn.config import argument_type
+
+    def counted(minimum):
+        return argument_type({"type": "integer", "minimum": minimum, "maximum": 1_000_000}, int)
+
     parser.add_argument(
         "--data", default="results/data/fashion_mnist.npz", help="prepared dataset (.npz)"
     )
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument(
-        "--steps", type=int, default=150, help="timed training steps per measurement"
+        "--steps", type=counted(1), default=150, help="timed training steps per measurement"
     )
     parser.add_argument(
-        "--warmup", type=int, default=15, help="untimed steps before each measurement"
+        "--warmup", type=counted(0), default=15, help="untimed steps before each measurement"
     )
     parser.add_argument(
         "--repeats",
-        type=int,
+        type=counted(1),
         default=3,
         help="measurements of each variant, interleaved; the median is reported",
     )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="auto")
     parser.add_argument(
-        "--threads", type=int, default=0, help="PyTorch CPU threads (0 = all cores)"
+        "--batch-size", type=argument_type("experiments.*.batch_size", int), default=64
+    )
+    parser.add_argument("--device", type=argument_type("engine.device"), default="auto")
+    parser.add_argument(
+        "--threads", type=counted(0), default=0, help="PyTorch CPU threads (0 = all cores)"
     )
     parser.add_argument(
         "--switches",
@@ -62,7 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "'channels_last+bf16'",
     )
     parser.add_argument("--skip-inference", action="store_true")
-    parser.add_argument("--latency-repeats", type=int, default=300)
+    parser.add_argument(
+        "--latency-repeats", type=argument_type("export.latency_repeats", int), default=300
+    )
     parser.add_argument("--output-json", default="results/benchmark/benchmark.json")
     parser.add_argument("--output-markdown", default="results/benchmark/benchmark.md")
 

@@ -13,12 +13,29 @@ import sys
 from pathlib import Path
 
 from fashion_cnn.benchmark import add_arguments as add_benchmark_arguments
+from fashion_cnn.config import argument_type, schema_at
 from fashion_cnn.errors import TrainingInterrupted, UserError
 
 log = logging.getLogger("fashion_cnn")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 143
+
+# Command-line values are checked like the config keys they stand for (workflow/schemas/).
+THREADS = argument_type({"type": "integer", "minimum": 1, "maximum": 4096}, int)
+DEVICE = argument_type("engine.device")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported like every other user mistake: one paragraph."""
+
+    def error(self, message: str):
+        command = " ".join(["python -m fashion_cnn", *self.prog.split()[1:], "--help"])
+        paragraph = UserError(
+            f"{self.prog}: {message}. Run `{command}` for the options."
+        ).paragraph()
+        print(f"fashion-cnn: ERROR: {paragraph}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
 
 
 def setup_logging(log_path: str | None) -> None:
@@ -190,8 +207,10 @@ def cmd_benchmark(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fashion-cnn", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog="fashion-cnn", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
 
     def command(name, function, help_text, config=False, experiment=False, threads=False):
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -200,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
         if config:
             sub.add_argument(
                 "--configfile",
-                action="append",
-                help="YAML config file (repeatable, merged in order)",
+                action="extend",
+                nargs="+",
+                help="YAML config files, merged in order (as snakemake's --configfile)",
             )
             sub.add_argument(
                 "--config-json", action="append", help="JSON config override (repeatable)"
@@ -209,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         if experiment:
             sub.add_argument("--experiment", required=True, help="experiment name from the config")
         if threads:
-            sub.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch")
+            sub.add_argument("--threads", type=THREADS, default=1, help="CPU threads for PyTorch")
         return sub
 
     command(
@@ -224,9 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--mirror",
         action="append",
         required=True,
+        type=argument_type(schema_at("data.mirrors")["items"]),
         help="base URL ending in / (repeatable, tried in order)",
     )
-    sub.add_argument("--timeout", type=float, default=30.0)
+    sub.add_argument("--timeout", type=argument_type("data.timeout_s", float), default=30.0)
 
     sub = command("prepare-data", cmd_prepare_data, "parse the IDX files into one cached .npz")
     sub.add_argument("--raw-folder", required=True)
@@ -244,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--data", required=True)
     sub.add_argument("--output-folder", required=True)
-    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--seed", type=argument_type("experiments.*.seed", int), default=0)
 
     sub = command(
         "fetch-weights", cmd_fetch_weights, "download torchvision's ImageNet ResNet-18 weights"
@@ -283,8 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--confusion-csv", required=True)
     sub.add_argument("--confusion-png", required=True)
     sub.add_argument("--per-class-csv", required=True)
-    sub.add_argument("--device", default="auto")
-    sub.add_argument("--batch-size", type=int, default=1000)
+    sub.add_argument("--device", type=DEVICE, default="auto")
+    sub.add_argument(
+        "--batch-size", type=argument_type("engine.eval_batch_size", int), default=1000
+    )
 
     sub = command("plot-filters", cmd_plot_filters, "convolution filters of a trained model")
     sub.add_argument("--checkpoint", required=True)
@@ -324,6 +347,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _os_error_paragraph(error: OSError) -> str | None:
     where = f" ({error.filename})" if error.filename else ""
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        return (
+            f"A folder the outputs need{where} cannot be made: something that is not a folder is "
+            "in the way (a file, or a link to a folder that is gone, such as a purged scratch "
+            "space). Remove it or make the link point to an existing folder, or set `results:` to "
+            "another folder, and rerun."
+        )
+    if error.errno == errno.EISDIR:
+        return (
+            f"{error.filename or 'A path'} is a folder where a file belongs. Give the path of a "
+            "file (or remove the folder that is in the way) and rerun."
+        )
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return (
             f"No space left on the device{where}: the output was not written, and nothing "
@@ -339,8 +374,9 @@ def _os_error_paragraph(error: OSError) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log)
     try:
+        # inside the handler: a log folder that cannot be written is a user mistake too
+        setup_logging(args.log)
         args.function(args)
     except UserError as error:
         log.error("%s", error.paragraph())

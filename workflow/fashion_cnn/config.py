@@ -8,10 +8,13 @@ may live only inside the container.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import difflib
 import json
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +88,11 @@ def _location(path) -> str:
     return ".".join(parts) if parts else "the top level"
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
-    where = _location(error.absolute_path)
+NUMBER_AS_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _describe(error: jsonschema.ValidationError, where: str | None = None) -> str:
+    where = where or _location(error.absolute_path)
     schema = error.schema
     hint = (
         f" ({schema['description'].strip()})" if isinstance(schema.get("description"), str) else ""
@@ -107,9 +113,17 @@ def _describe(error: jsonschema.ValidationError) -> str:
         allowed = ", ".join(json.dumps(option) for option in error.validator_value)
         return f"Config error: {where} = {value} is not allowed; choose one of {allowed}{hint}."
     if kind == "type":
+        yaml_hint = ""
+        if isinstance(error.instance, str) and NUMBER_AS_TEXT.match(error.instance.strip()):
+            mantissa, exponent = re.split("[eE]", error.instance.strip())
+            mantissa = mantissa if "." in mantissa else mantissa + ".0"
+            yaml_hint = (
+                f" YAML reads {error.instance} as text because the number has no decimal point: "
+                f"write {mantissa}e{exponent}."
+            )
         return (
             f"Config error: {where} = {value} has the wrong type; "
-            f"it must be {error.validator_value}{hint}."
+            f"it must be {error.validator_value}{hint}.{yaml_hint}"
         )
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         words = {
@@ -127,6 +141,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
             f"Config error: experiment name {value} in {where} is not allowed; use lower-case "
             "letters, digits and underscores, starting with a letter (it becomes a folder name)."
         )
+    if kind == "minLength" and error.validator_value == 1:
+        return f"Config error: {where} is empty{hint}; give it a value."
     if kind == "pattern":
         return (
             f"Config error: {where} = {value} has the wrong form "
@@ -137,8 +153,35 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"Config error at {where}: {error.message}{hint}."
 
 
+def _check_finite(instance: Any, path: tuple = ()) -> None:
+    """NaN and infinity compare false with every bound, so the schema's ranges let them through."""
+    if isinstance(instance, dict):
+        for key, value in instance.items():
+            _check_finite(value, (*path, key))
+    elif isinstance(instance, list):
+        for index, value in enumerate(instance):
+            _check_finite(value, (*path, index))
+    elif isinstance(instance, float) and not math.isfinite(instance):
+        raise UserError(
+            f"Config error: {_location(path)} = {instance} is not a finite number. Write an "
+            "ordinary number there (for example 1.0e-3). " + FIX
+        )
+
+
+def _check_folders(config: dict) -> None:
+    for key in ("results", "resources"):
+        folder = Path(config[key])
+        if folder.resolve() == Path(folder.resolve().anchor):
+            raise UserError(
+                f'Config error: {key} = "{config[key]}" is the root of the file system; the '
+                "workflow would write its folders there. Name a folder of its own, such as "
+                f"{key}: {key}. " + FIX
+            )
+
+
 def _check_consistency(config: dict) -> None:
     """Conflicts the schema cannot express, named before any job starts."""
+    _check_folders(config)
     experiments = config["experiments"]
     for name in config["run_experiments"]:
         if name not in experiments:
@@ -187,6 +230,7 @@ def validate_config(config: dict) -> dict:
     if not isinstance(config, dict):
         raise UserError("Config error: the configuration must be a mapping of keys.")
     schema = load_schema()
+    _check_finite(config)
     fill_defaults(config, schema)
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
@@ -246,6 +290,76 @@ def experiment_settings(config: dict, experiment: str) -> str:
         "export": config["export"],
     }
     return json.dumps(without_defaults(subset, load_schema()), sort_keys=True)
+
+
+def schema_at(dotted: str) -> dict:
+    """The subschema of one key, e.g. ``engine.device``; ``experiments.*.seed`` for experiment
+    keys."""
+    node = load_schema()
+    for part in dotted.split("."):
+        node = node["additionalProperties"] if part == "*" else node["properties"][part]
+    return node
+
+
+def argument_type(schema: dict | str, kind: type = str):
+    """An argparse ``type=`` that validates one command-line value the way the config validates
+    the same key: the command line and Snakemake share one set of types and ranges."""
+    if isinstance(schema, str):
+        schema = schema_at(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    names = {int: "an integer", float: "a number", str: "text"}
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {names[kind]}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        if error is not None:
+            message = _describe(error, where="the value").removeprefix("Config error: ")
+            raise argparse.ArgumentTypeError(message.replace("the value = ", "", 1).rstrip("."))
+        return value
+
+    parse.__name__ = names[kind]  # argparse names the type in its messages
+    return parse
+
+
+def visible_gpus() -> int | None:
+    """GPUs this machine shows to a job started here, without importing torch (Snakemake's own
+    interpreter may have none); None when it cannot tell (WSL, ROCm)."""
+    driver = Path("/proc/driver/nvidia/gpus")
+    if driver.is_dir():
+        count = len(list(driver.iterdir()))
+    else:
+        count = len(list(Path("/dev").glob("nvidia[0-9]*")))
+        if not count and (Path("/dev/dxg").exists() or Path("/dev/kfd").exists()):
+            return None
+    chosen = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if chosen is not None:
+        listed = [entry for entry in chosen.split(",") if entry.strip() not in ("", "-1")]
+        count = min(count, len(listed))
+    return count
+
+
+def check_gpu_for_local_jobs(device: str) -> None:
+    """An explicit CUDA device must exist before Snakemake removes any output to rerun a job.
+
+    Only for jobs that run on this machine: on a cluster the GPU is on the compute node."""
+    if not device.startswith("cuda"):
+        return
+    wanted = int(device.partition(":")[2] or 0) + 1
+    found = visible_gpus()
+    if found is None or found >= wanted:
+        return
+    raise UserError(
+        f"Config error: engine.device = {device}, but this machine shows "
+        f"{'no GPU' if not found else f'only {found} GPU(s)'} (no NVIDIA driver devices, or "
+        "CUDA_VISIBLE_DEVICES hides them), and the jobs would run here. Nothing was run or "
+        "removed. Use device: auto (GPU when present, else CPU) or cpu, or run on a GPU machine "
+        "or through the cluster profile."
+    )
 
 
 def get_experiment(config: dict, name: str) -> dict:

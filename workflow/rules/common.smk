@@ -7,7 +7,11 @@ from snakemake.settings.types import DeploymentMethod
 # The package lives beside the rules; Snakemake imports only its torch-free modules (config, data).
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
-from fashion_cnn.config import experiment_settings, validate_config  # noqa: E402
+from fashion_cnn.config import (  # noqa: E402
+    check_gpu_for_local_jobs,
+    experiment_settings,
+    validate_config,
+)
 from fashion_cnn.errors import UserError  # noqa: E402
 from fashion_cnn.data import FILES as RAW_FILES  # noqa: E402
 
@@ -15,6 +19,16 @@ try:
     validate_config(config)
 except UserError as error:
     sys.exit(error.paragraph())
+
+
+# Runs after the DAG is built and before any job, so before Snakemake removes the outputs of a
+# job it reruns: a GPU asked for and absent must not cost finished results.
+onstart:
+    if workflow.local_exec:
+        try:
+            check_gpu_for_local_jobs(config["engine"]["device"])
+        except UserError as error:
+            sys.exit(error.paragraph())
 
 
 RESULTS = config["results"]
@@ -34,17 +48,26 @@ AUGMENTATION_FIGURES = [
     "random_resized_crops",
 ]
 
+# Quoting: every value a rule puts on a command line arrives as exactly one argument, whatever
+# it holds (spaces, `;`, `$(...)`, quotes). Rules write every placeholder as {name:q}, which
+# shell-quotes it (each element of a list on its own; an empty list adds nothing), and params
+# that add optional flags are lists of words; tests/test_quoting.py holds every rule to this.
+
+
+def shell_word(text):
+    """A path for the shell prefix: quoted for the shell, braces doubled for Snakemake's
+    formatting (the prefix is formatted like a command)."""
+    return shlex.quote(str(text)).replace("{", "{{").replace("}", "}}")
+
+
 # Rules run `python -m fashion_cnn ...`. The code is always used from this checkout (so a code
 # change needs no new image); `python` is the image's inside the container, and outside it the
-# interpreter running Snakemake (its virtualenv). The prefix keeps Snakemake's strict mode; it is
-# formatted like a shell command, so its shell braces are doubled.
-PACKAGE_FOLDER = shlex.quote(str(Path(workflow.basedir) / "workflow"))
+# interpreter running Snakemake (its virtualenv). The prefix keeps Snakemake's strict mode.
+PACKAGE_FOLDER = shell_word(Path(workflow.basedir) / "workflow")
 if DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method:
     USE_THIS_PYTHON = ""
 else:
-    USE_THIS_PYTHON = (
-        f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH; "
-    )
+    USE_THIS_PYTHON = f"export PATH={shell_word(Path(sys.executable).parent)}:$PATH; "
 shell.prefix(
     "set -euo pipefail; "
     f"{USE_THIS_PYTHON}export PYTHONPATH={PACKAGE_FOLDER}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
@@ -122,8 +145,13 @@ def get_weights_input(wildcards):
 
 def get_weights_argument(wildcards, input):
     if config["experiments"][wildcards.experiment]["weights"] == "imagenet":
-        return f"--weights-status {shlex.quote(input.weights)}"
-    return ""
+        return ["--weights-status", input.weights]
+    return []
+
+
+def get_mirror_arguments(wildcards):
+    """A function, not a list: Snakemake would read braces in a URL as wildcards."""
+    return [word for url in config["data"]["mirrors"] for word in ("--mirror", url)]
 
 
 def get_accuracy_labels(wildcards):

@@ -14,13 +14,11 @@ rule download_data:
     localrule: True
     params:
         folder=get_output_folder,
-        mirrors=" ".join(
-            f"--mirror {shlex.quote(url)}" for url in config["data"]["mirrors"]
-        ),
+        mirrors=get_mirror_arguments,
         timeout=config["data"]["timeout_s"],
     shell:
-        "python -m fashion_cnn download-data --folder {params.folder} {params.mirrors}"
-        " --timeout {params.timeout} --log {log}"
+        "python -m fashion_cnn download-data --folder {params.folder:q} {params.mirrors:q}"
+        " --timeout {params.timeout:q} --log {log:q}"
 
 
 rule prepare_data:
@@ -35,7 +33,7 @@ rule prepare_data:
     params:
         folder=get_input_folder,
     shell:
-        "python -m fashion_cnn prepare-data --raw-folder {params.folder} --output {output} --log {log}"
+        "python -m fashion_cnn prepare-data --raw-folder {params.folder:q} --output {output:q} --log {log:q}"
 
 
 rule fetch_pretrained_weights:
@@ -46,6 +44,6 @@ rule fetch_pretrained_weights:
     localrule: True
     params:
         folder=get_output_folder,
-        strict="--strict" if config["pretrained"]["strict"] else "",
+        strict=["--strict"] if config["pretrained"]["strict"] else [],
     shell:
-        "python -m fashion_cnn fetch-weights --folder {params.folder} --status {output} {params.strict} --log {log}"
+        "python -m fashion_cnn fetch-weights --folder {params.folder:q} --status {output:q} {params.strict:q} --log {log:q}"

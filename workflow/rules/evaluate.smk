@@ -24,7 +24,7 @@ rule evaluate_model:
         device=config["engine"]["device"],
         batch_size=config["engine"]["eval_batch_size"],
     shell:
-        "python -m fashion_cnn evaluate-model --checkpoint {input.model} --data {input.data}"
-        " --metrics {output.metrics} --confusion-csv {output.confusion_csv}"
-        " --confusion-png {output.confusion_png} --per-class-csv {output.per_class_csv}"
-        " --device {params.device} --batch-size {params.batch_size} --threads {threads} --log {log}"
+        "python -m fashion_cnn evaluate-model --checkpoint {input.model:q} --data {input.data:q}"
+        " --metrics {output.metrics:q} --confusion-csv {output.confusion_csv:q}"
+        " --confusion-png {output.confusion_png:q} --per-class-csv {output.per_class_csv:q}"
+        " --device {params.device:q} --batch-size {params.batch_size:q} --threads {threads:q} --log {log:q}"

@@ -21,6 +21,6 @@ rule export_onnx:
     params:
         settings=get_experiment_settings,
     shell:
-        "python -m fashion_cnn export-onnx --config-json {params.settings:q} --checkpoint {input.model}"
-        " --data {input.data} --onnx {output.onnx} --report {output.check}"
-        " --threads {threads} --log {log}"
+        "python -m fashion_cnn export-onnx --config-json {params.settings:q} --checkpoint {input.model:q}"
+        " --data {input.data:q} --onnx {output.onnx:q} --report {output.check:q}"
+        " --threads {threads:q} --log {log:q}"

@@ -20,8 +20,8 @@ rule plot_samples:
     log:
         f"{LOGS}/plot_samples.log",
     shell:
-        "python -m fashion_cnn plot-samples --data {input} --grid {output.grid} --colorbar {output.colorbar}"
-        " --log {log}"
+        "python -m fashion_cnn plot-samples --data {input:q} --grid {output.grid:q} --colorbar {output.colorbar:q}"
+        " --log {log:q}"
 
 
 rule plot_augmentations:
@@ -41,7 +41,7 @@ rule plot_augmentations:
     params:
         folder=get_output_folder,
     shell:
-        "python -m fashion_cnn plot-augmentations --data {input} --output-folder {params.folder} --log {log}"
+        "python -m fashion_cnn plot-augmentations --data {input:q} --output-folder {params.folder:q} --log {log:q}"
 
 
 rule plot_filters:
@@ -66,8 +66,8 @@ rule plot_filters:
     log:
         f"{LOGS}/plot_filters/{{experiment}}.log",
     shell:
-        "python -m fashion_cnn plot-filters --checkpoint {input} --chapter-figure {output.chapter}"
-        " --layers-figure {output.layers} --log {log}"
+        "python -m fashion_cnn plot-filters --checkpoint {input:q} --chapter-figure {output.chapter:q}"
+        " --layers-figure {output.layers:q} --log {log:q}"
 
 
 rule plot_training_curves:
@@ -83,5 +83,5 @@ rule plot_training_curves:
     log:
         f"{LOGS}/plot_training_curves/{{experiment}}.log",
     shell:
-        "python -m fashion_cnn plot-history --history {input} --output {output} --title {wildcards.experiment}"
-        " --log {log}"
+        "python -m fashion_cnn plot-history --history {input:q} --output {output:q} --title {wildcards.experiment:q}"
+        " --log {log:q}"

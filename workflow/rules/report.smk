@@ -19,5 +19,5 @@ rule summarize:
         f"{LOGS}/summarize.log",
     localrule: True
     shell:
-        "python -m fashion_cnn summarize --metrics {input.metrics} --onnx-reports {input.onnx}"
-        " --csv {output.csv} --markdown {output.markdown} --html {output.html} --log {log}"
+        "python -m fashion_cnn summarize --metrics {input.metrics:q} --onnx-reports {input.onnx:q}"
+        " --csv {output.csv:q} --markdown {output.markdown:q} --html {output.html:q} --log {log:q}"

@@ -23,6 +23,6 @@ rule train_model:
         settings=get_experiment_settings,
         weights=get_weights_argument,
     shell:
-        "python -m fashion_cnn train-model --config-json {params.settings:q} --experiment {wildcards.experiment}"
-        " --data {input.data} --model {output.model} --history {output.history}"
-        " --summary {output.summary} {params.weights} --threads {threads} --log {log}"
+        "python -m fashion_cnn train-model --config-json {params.settings:q} --experiment {wildcards.experiment:q}"
+        " --data {input.data:q} --model {output.model:q} --history {output.history:q}"
+        " --summary {output.summary:q} {params.weights:q} --threads {threads:q} --log {log:q}"
