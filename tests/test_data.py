@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import assert_no_traceback, cli, flat
+from conftest import assert_no_traceback, cli, flat, link_raw_data, snakemake, write_config
 from fashion_cnn import CLASS_NAMES
 from fashion_cnn.data import FILES, download_dataset, load_prepared, parse_idx, prepare_dataset
 from fashion_cnn.errors import UserError
@@ -159,3 +159,45 @@ def test_download_command_fails_cleanly(tmp_path):
     assert result.returncode == 2
     assert "Could not get train-images-idx3-ubyte.gz from any mirror" in flat(result.stderr)
     assert_no_traceback(result.stderr)
+
+
+def _change_one_label(path):
+    data = bytearray(gzip.decompress(path.read_bytes()))
+    data[8] = (data[8] + 1) % 10  # the first label, after the 8-byte IDX header
+    path.write_bytes(gzip.compress(bytes(data)))
+
+
+def test_a_prestaged_file_with_one_changed_label_is_refused(tmp_path, debian_mirror):
+    """The README's offline route: the four files copied into resources/fashion-mnist/ by hand.
+    Snakemake does not run download_data for files that exist, so prepare_data checks them: one
+    changed label (a valid gzip of a valid IDX file) is refused before any training."""
+    link_raw_data(tmp_path, debian_mirror)
+    _change_one_label(tmp_path / "resources" / "fashion-mnist" / "train-labels-idx1-ubyte.gz")
+    extra = write_config(tmp_path / "extra.yaml", "run_experiments: [cnn_small_plain]\n")
+    result = snakemake(
+        tmp_path, "--cores", "1", "results/data/fashion_mnist.npz", configfiles=[extra], timeout=300
+    )
+    assert result.returncode != 0
+    log = flat((tmp_path / "results" / "logs" / "prepare_data.log").read_text())
+    assert (
+        "train-labels-idx1-ubyte.gz is not the published Fashion-MNIST file (checksum mismatch"
+        in log
+    )
+    assert "Delete it and rerun download_data" in log
+    assert_no_traceback(log + result.stderr)
+    assert not (tmp_path / "results" / "data" / "fashion_mnist.npz").exists()
+    assert (
+        "rule download_data" not in result.stdout + result.stderr
+    )  # the hand-placed files were used
+
+
+def test_a_half_copied_file_is_refused(tmp_path, debian_mirror):
+    """A copy cut short (quota reached, a killed rsync) is not valid gzip: named, nothing written."""
+    for item in FILES:
+        shutil.copyfile(debian_mirror / item.filename, tmp_path / item.filename)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    result = cli("prepare-data", "--raw-folder", tmp_path, "--output", tmp_path / "out.npz")
+    assert result.returncode == 2
+    assert "train-images-idx3-ubyte.gz is not a valid gzip file" in flat(result.stderr)
+    assert not (tmp_path / "out.npz").exists()

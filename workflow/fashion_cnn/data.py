@@ -1,7 +1,9 @@
 """Fashion-MNIST: download from mirrors, verify, parse IDX, cache as one compact file.
 
 The SHA-256 values are of the *decompressed* files: Debian's gzip bytes differ from upstream's,
-the content does not.
+the content does not. Every reader checks them, whatever put the file there: the download, a user
+who copied the files in by hand, or a cache carried over from another machine. The cache holds
+the same bytes as the IDX files (header aside), so its arrays are checked against the same values.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ FILES = (
 )
 FILES_BY_NAME = {item.filename: item for item in FILES}
 NUM_CLASSES = 10
+IDX_UBYTE = 0x08
 
 
 # ----------------------------------------------------------------------------- download
@@ -84,6 +87,22 @@ def content_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def idx_sha256(array: np.ndarray) -> str:
+    """SHA-256 of the IDX file that holds ``array`` (unsigned bytes): what FILES pins."""
+    header = bytes([0, 0, IDX_UBYTE, array.ndim]) + b"".join(
+        size.to_bytes(4, "big") for size in array.shape
+    )
+    digest = hashlib.sha256(header)
+    digest.update(np.ascontiguousarray(array, dtype=np.uint8).data)
+    return digest.hexdigest()
+
+
+def _mismatch(actual: str, item: IdxFile) -> str:
+    return (
+        f"checksum mismatch: decompressed SHA-256 is {actual[:16]}…, expected {item.sha256[:16]}…"
+    )
+
+
 def verify(path: Path, item: IdxFile) -> str | None:
     """None when ``path`` holds the right content, else the reason it does not."""
     try:
@@ -91,7 +110,7 @@ def verify(path: Path, item: IdxFile) -> str | None:
     except ValueError as error:
         return str(error)
     if actual != item.sha256:
-        return f"checksum mismatch: decompressed SHA-256 is {actual[:16]}…, expected {item.sha256[:16]}…"
+        return _mismatch(actual, item)
     return None
 
 
@@ -181,8 +200,6 @@ def download_dataset(mirrors: list[str], folder: Path, timeout_s: float) -> list
 
 # ----------------------------------------------------------------------------- IDX parsing
 
-IDX_UBYTE = 0x08
-
 
 def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     """Parse IDX bytes (magic 0x00000800 + ndim, big-endian sizes, unsigned bytes)."""
@@ -228,6 +245,13 @@ def read_idx_gz(path: Path, item: IdxFile) -> np.ndarray:
             f"{path} holds an array of shape {array.shape}, expected {expected} for "
             f"{item.key}. Delete it and rerun download_data."
         )
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != item.sha256:
+        raise UserError(
+            f"{path} is not the published Fashion-MNIST file ({_mismatch(actual, item)}): a copy "
+            "placed by hand was changed, damaged or half-copied, or comes from another data set. "
+            "Delete it and rerun download_data (or copy the file again from a trusted source)."
+        )
     return array
 
 
@@ -269,4 +293,10 @@ def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
         if array is None or array.shape != expected or array.dtype != np.uint8:
             found = "missing" if array is None else f"{array.dtype} {array.shape}"
             raise UserError(f"{path}: {item.key} is {found}, expected uint8 {expected}. {fix}")
+        actual = idx_sha256(array)
+        if actual != item.sha256:
+            raise UserError(
+                f"{path}: {item.key} is not Fashion-MNIST's ({_mismatch(actual, item)}); the "
+                f"cache was edited or made from other files. {fix}"
+            )
     return arrays
