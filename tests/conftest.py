@@ -49,6 +49,28 @@ def arrays(prepared_data):
     return load_prepared(prepared_data)
 
 
+@pytest.fixture(scope="session")
+def real_checkpoint(tmp_path_factory, prepared_data) -> Path:
+    """A model.pt written by train_model (the chapter's CNN, 128 real images, one epoch): the
+    starting point of the hand-edited checkpoints the tests make."""
+    from fashion_cnn.engine import train_model
+
+    folder = tmp_path_factory.mktemp("checkpoint")
+    job = tiny_training_job(folder, prepared_data, train_subset=128, epochs=1)
+    train_model(job)
+    return job.model_path
+
+
+def edited_checkpoint(source: Path, target: Path, edit) -> Path:
+    """A copy of ``source`` changed by ``edit(state)``, as a user with torch.load/save would."""
+    import torch
+
+    state = torch.load(source, weights_only=True)
+    edit(state)
+    torch.save(state, target)
+    return target
+
+
 def base_config() -> dict:
     """config.yaml as the workflow reads it, validated and with defaults filled."""
     from fashion_cnn.config import read_config_file, validate_config

@@ -168,3 +168,17 @@ def test_a_prestaged_weights_file_is_hash_checked(tmp_path, caplog):
     status = fetch_imagenet_weights(folder, tmp_path / "status.json", strict=False)
     assert status["available"] is False
     assert "does not match the hash in its name" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x80\x02]q\x00.", b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01", b"a state an earlier run left"],
+    ids=["pickle of an empty list", "pickle cut short", "text"],
+)
+def test_a_damaged_file_of_any_kind_is_named(tmp_path, content):
+    """torch.load fails in many ways on a damaged file (IndexError, KeyError, ...): each one is the
+    same clear error, never a traceback."""
+    path = tmp_path / "train_state.pt"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match="corrupt or not a PyTorch file|not a fashion-cnn"):
+        load_checkpoint(path)

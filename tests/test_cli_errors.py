@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import REPO, assert_no_traceback, cli, flat
+from conftest import REPO, assert_no_traceback, cli, edited_checkpoint, flat
 from fashion_cnn.data import FILES
 from fashion_cnn.models import resnet18_for_fashion
 
@@ -19,17 +19,66 @@ def _corrupt_checkpoint(tmp_path):
     return path
 
 
-def _wrong_architecture(tmp_path):
-    path = tmp_path / "model.pt"
-    torch.save(
-        {
-            "format": "fashion-cnn-checkpoint/1",
-            "model": {"name": "cnn", "arguments": {"output_softmax": False}},
-            "model_state": resnet18_for_fashion().state_dict(),
-        },
-        path,
-    )
-    return path
+def _wrong_architecture(tmp_path, checkpoint):
+    def edit(state):
+        state["model_state"] = resnet18_for_fashion().state_dict()
+
+    return edited_checkpoint(checkpoint, tmp_path / "model.pt", edit)
+
+
+def _without(key):
+    def build(tmp_path, checkpoint):
+        return edited_checkpoint(checkpoint, tmp_path / "model.pt", lambda state: state.pop(key))
+
+    return build
+
+
+def _nan_weights(tmp_path, checkpoint):
+    def edit(state):
+        state["model_state"]["classifier.1.weight"][0, 0] = float("nan")
+
+    return edited_checkpoint(checkpoint, tmp_path / "model.pt", edit)
+
+
+def _huge_model(tmp_path, checkpoint):
+    def edit(state):  # a cnn_bn a million channels wide would take the node's memory
+        state["model"] = {"name": "cnn_bn", "arguments": {"output_softmax": False, "width": 10**6}}
+
+    return edited_checkpoint(checkpoint, tmp_path / "model.pt", edit)
+
+
+def _evaluate(t, d, checkpoint, *extra):
+    return [
+        "evaluate-model",
+        "--checkpoint",
+        checkpoint,
+        "--data",
+        d,
+        "--metrics",
+        t / "m.json",
+        "--confusion-csv",
+        t / "c.csv",
+        "--confusion-png",
+        t / "c.png",
+        "--per-class-csv",
+        t / "p.csv",
+        *extra,
+    ]
+
+
+def _plot_into(folder, d):
+    return ["plot-samples", "--data", d, "--grid", folder / "g.png", "--colorbar", folder / "c.png"]
+
+
+def _dangling_link(tmp_path):
+    link = tmp_path / "scratch-results"
+    link.symlink_to(tmp_path / "purged")
+    return link
+
+
+def _file_in_the_way(tmp_path):
+    (tmp_path / "results").write_text("not a folder")
+    return tmp_path / "results" / "data"
 
 
 def _truncated_idx_folder(tmp_path, debian_mirror):
@@ -60,32 +109,77 @@ def _train(folder, data, *arguments):
     ]
 
 
+# Each case: (build the command line from tmp_path, Debian mirror, dataset, a real checkpoint;
+# words the paragraph must hold).
 CASES = {
     "corrupt checkpoint": (
-        lambda t, m, d: [
-            "evaluate-model",
-            "--checkpoint",
-            _corrupt_checkpoint(t),
-            "--data",
-            d,
-            "--metrics",
-            t / "m.json",
-            "--confusion-csv",
-            t / "c.csv",
-            "--confusion-png",
-            t / "c.png",
-            "--per-class-csv",
-            t / "p.csv",
-        ],
+        lambda t, m, d, c: _evaluate(t, d, _corrupt_checkpoint(t)),
         "corrupt or not a PyTorch file",
     ),
+    "checkpoint without its model weights": (
+        lambda t, m, d, c: _evaluate(t, d, _without("model_state")(t, c)),
+        "is incomplete: no 'model_state'",
+    ),
+    "checkpoint without its training record": (
+        lambda t, m, d, c: _evaluate(t, d, _without("progress")(t, c)),
+        "is incomplete: no 'progress'",
+    ),
+    "checkpoint with NaN weights": (
+        lambda t, m, d, c: (
+            ["plot-filters", "--checkpoint", _nan_weights(t, c)]
+            + ["--chapter-figure", t / "f.png", "--layers-figure", t / "l.png"]
+        ),
+        "hold NaN or infinite values (classifier.1.weight)",
+    ),
+    "checkpoint asking for an absurd model": (
+        lambda t, m, d, c: _evaluate(t, d, _huge_model(t, c)),
+        "holds settings no config allows",
+    ),
+    "evaluation batch size 0": (
+        lambda t, m, d, c: _evaluate(t, d, c, "--batch-size", "0"),
+        "argument --batch-size: 0 is out of range; it must be at least 1",
+    ),
+    "unknown device": (
+        lambda t, m, d, c: _evaluate(t, d, c, "--device", "tpu"),
+        'argument --device: "tpu" has the wrong form',
+    ),
+    "zero threads": (
+        lambda t, m, d, c: _evaluate(t, d, c, "--threads", "0"),
+        "argument --threads: 0 is out of range",
+    ),
+    "infinite download timeout": (
+        lambda t, m, d, c: (
+            ["download-data", "--folder", t / "raw", "--timeout", "inf"]
+            + ["--mirror", m.as_uri() + "/"]
+        ),
+        "argument --timeout: 'inf' is not a finite number",
+    ),
+    "NaN in a JSON override": (
+        lambda t, m, d, c: _train(
+            t,
+            d,
+            "--experiment",
+            "cnn_baseline",
+            "--config-json",
+            '{"experiments": {"cnn_baseline": {"learning_rate": NaN}}}',
+        ),
+        "experiments.cnn_baseline.learning_rate = nan is not a finite number",
+    ),
+    "results folder is a dangling link": (
+        lambda t, m, d, c: _plot_into(_dangling_link(t), d),
+        "something that is not a folder is in the way",
+    ),
+    "a file where the results folder belongs": (
+        lambda t, m, d, c: _plot_into(_file_in_the_way(t), d),
+        "something that is not a folder is in the way",
+    ),
     "checkpoint of another architecture": (
-        lambda t, m, d: [
+        lambda t, m, d, c: [
             "export-onnx",
             "--configfile",
             REPO / "config.yaml",
             "--checkpoint",
-            _wrong_architecture(t),
+            _wrong_architecture(t, c),
             "--data",
             d,
             "--onnx",
@@ -96,7 +190,7 @@ CASES = {
         "belong to another architecture",
     ),
     "truncated IDX file": (
-        lambda t, m, d: [
+        lambda t, m, d, c: [
             "prepare-data",
             "--raw-folder",
             _truncated_idx_folder(t, m),
@@ -106,7 +200,7 @@ CASES = {
         "is truncated",
     ),
     "corrupt dataset cache": (
-        lambda t, m, d: [
+        lambda t, m, d, c: [
             "plot-samples",
             "--data",
             _corrupt_checkpoint(t),
@@ -118,15 +212,15 @@ CASES = {
         "not a readable dataset cache",
     ),
     "unknown experiment": (
-        lambda t, m, d: _train(t, d, "--experiment", "cnn_basline"),
+        lambda t, m, d, c: _train(t, d, "--experiment", "cnn_basline"),
         "No experiment named 'cnn_basline'",
     ),
     "missing config file": (
-        lambda t, m, d: ["check-config", "--configfile", t / "nope.yaml"],
+        lambda t, m, d, c: ["check-config", "--configfile", t / "nope.yaml"],
         "does not exist",
     ),
     "CUDA asked for, none here": (
-        lambda t, m, d: _train(
+        lambda t, m, d, c: _train(
             t, d, "--experiment", "cnn_baseline", "--config-json", '{"engine": {"device": "cuda"}}'
         ),
         "sees no CUDA device",
@@ -135,11 +229,13 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_user_mistake_gives_one_paragraph(case, tmp_path, debian_mirror, prepared_data):
+def test_user_mistake_gives_one_paragraph(
+    case, tmp_path, debian_mirror, prepared_data, real_checkpoint
+):
     if case == "CUDA asked for, none here" and torch.cuda.is_available():
         pytest.skip("a GPU is present")
     build, expected = CASES[case]
-    arguments = build(tmp_path, debian_mirror, prepared_data)  # makes the bad inputs
+    arguments = build(tmp_path, debian_mirror, prepared_data, real_checkpoint)  # the bad inputs
     before = set(tmp_path.rglob("*"))
     result = cli(*arguments)
     assert result.returncode == 2, result.stderr

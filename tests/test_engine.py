@@ -220,8 +220,11 @@ def test_a_finished_state_rewrites_the_outputs_without_training(
         assert torch.equal(tensor, reference[key]), key
 
 
-def test_a_state_trained_on_other_data_is_not_resumed(tmp_path, prepared_data, uninterrupted):
-    (tmp_path / "train_state.pt").write_bytes((uninterrupted / "train_state.pt").read_bytes())
+def test_a_dataset_cache_with_one_changed_label_is_refused(tmp_path, prepared_data, uninterrupted):
+    """The cache is checked against the published files' SHA-256 on every load, so a cache edited
+    or carried over from other data never trains; the training state is left as it was."""
+    state = (uninterrupted / "train_state.pt").read_bytes()
+    (tmp_path / "train_state.pt").write_bytes(state)
     with np.load(prepared_data) as arrays:
         changed = dict(arrays)
     changed["train_labels"] = changed["train_labels"].copy()
@@ -229,8 +232,60 @@ def test_a_state_trained_on_other_data_is_not_resumed(tmp_path, prepared_data, u
     data = tmp_path / "changed.npz"
     np.savez(data, **changed)
     result = _run_to_end(tmp_path, data)
+    assert result.returncode == 2, result.stderr
+    assert "train_labels is not Fashion-MNIST's (checksum mismatch" in flat(result.stderr)
+    assert not (tmp_path / "model.pt").exists()
+    assert (tmp_path / "train_state.pt").read_bytes() == state
+
+
+def test_a_state_trained_on_other_data_is_not_resumed(tmp_path, prepared_data, uninterrupted):
+    """Defence in depth behind the cache check: the resume fingerprint holds the training data's
+    hash (here: a state whose recorded hash is not this data's is not resumed)."""
+    state = torch.load(uninterrupted / "train_state.pt", weights_only=True)
+    state["fingerprint"] = "0" * 16
+    torch.save(state, tmp_path / "train_state.pt")
+    result = _run_to_end(tmp_path, prepared_data)
     assert result.returncode == 0, result.stderr
     assert "written with other settings; starting afresh" in (tmp_path / "train.log").read_text()
+
+
+def test_a_damaged_state_with_this_runs_settings_is_named(tmp_path, prepared_data, uninterrupted):
+    """A state that claims this run's settings but lacks a part is not half-resumed."""
+    state = torch.load(uninterrupted / "train_state.pt", weights_only=True)
+    state["complete"] = False
+    del state["optimizer_state"]
+    torch.save(state, tmp_path / "train_state.pt")
+    result = _run_to_end(tmp_path, prepared_data)
+    assert result.returncode == 2
+    message = flat(result.stderr)
+    assert "has this run's settings but cannot be resumed from (KeyError" in message
+    assert "Delete it to train from the start" in message
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_loss(tmp_path, prepared_data):
+    """SGD at learning rate 10 turns the chapter's CNN's loss into NaN within the first epoch:
+    training stops there, says why, writes no checkpoint, and an earlier state stays as it was."""
+    earlier = b"a state an earlier run left here"
+    (tmp_path / "train_state.pt").write_bytes(earlier)
+    override = json.loads(json.dumps(RESUME_OVERRIDE))
+    override["experiments"]["cnn_baseline"].update(
+        train_subset=512, epochs=3, optimizer="sgd", learning_rate=10
+    )
+    command = _train_command(tmp_path, prepared_data)
+    command[command.index("--config-json") + 1] = json.dumps(override)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    message = flat(result.stderr)
+    assert (
+        "Training of cnn_baseline diverged: the loss became NaN or infinite in epoch 1" in message
+    )
+    assert "learning_rate = 10, optimizer sgd" in message and "ten times smaller" in message
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "model.pt").exists()
+    assert (tmp_path / "train_state.pt").read_bytes() == earlier
+    assert " epoch 1/3" not in (tmp_path / "train.log").read_text()  # no epoch finished
 
 
 def test_train_command_reports_a_missing_dataset(tmp_path):

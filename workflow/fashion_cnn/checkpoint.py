@@ -10,7 +10,6 @@ import hashlib
 import io
 import json
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -21,6 +20,21 @@ from fashion_cnn.files import write_bytes
 from fashion_cnn.models import MODELS, build_model
 
 FORMAT = "fashion-cnn-checkpoint/1"
+# What later steps read from a checkpoint, with the type each must have.
+REQUIRED = {
+    "experiment": str,
+    "model": dict,
+    "model_state": dict,
+    "config": dict,
+    "engine": dict,
+    "progress": dict,
+    "seed": int,
+    "weights_source": str,
+    "training_images": int,
+    "precision": str,
+    "provenance": dict,
+}
+REQUIRED_PROGRESS = {"epoch": int, "training_seconds": (int, float), "history": list}
 
 
 def settings_fingerprint(*parts) -> str:
@@ -59,7 +73,7 @@ def load_file(path: str | Path, what: str = "checkpoint") -> dict:
             "of it ran. Only load files from people you trust; ask for a plain state_dict or a "
             "checkpoint written by fashion-cnn."
         ) from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+    except Exception as error:  # a damaged file fails in many ways (IndexError, KeyError, ...)
         raise UserError(
             f"The {what} {path} is corrupt or not a PyTorch file ({type(error).__name__}: "
             f"{str(error).splitlines()[0][:200] if str(error) else 'no detail'}). Replace it with a "
@@ -68,17 +82,62 @@ def load_file(path: str | Path, what: str = "checkpoint") -> dict:
 
 
 def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by train_model, checked key by key before any step relies on it."""
     state = load_file(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(
             f"{path} is not a fashion-cnn checkpoint (no '{FORMAT}' format tag): it may be a bare "
             "state_dict or a file of another tool. Point to a model.pt written by train_model."
         )
-    if state.get("model", {}).get("name") not in MODELS:
+    fix = (
+        "It was edited by hand or written by another version of fashion-cnn. Use the model.pt "
+        "train_model wrote, or delete it and rerun train_model."
+    )
+    problems = _missing_or_mistyped(state, REQUIRED, "")
+    if not problems:
+        problems = _missing_or_mistyped(state["progress"], REQUIRED_PROGRESS, "progress.")
+    if problems:
+        raise UserError(f"The checkpoint {path} is incomplete: {'; '.join(problems)}. {fix}")
+    model = state["model"]
+    if model.get("name") not in MODELS or not isinstance(model.get("arguments"), dict):
         raise UserError(
-            f"{path} names an unknown model {state.get('model')}; known: {', '.join(MODELS)}."
+            f"The checkpoint {path} names an unknown model {model.get('name')!r} (known: "
+            f"{', '.join(MODELS)}) or carries no model arguments. {fix}"
         )
+    _check_settings(state, path, fix)
     return state
+
+
+def _missing_or_mistyped(mapping: dict, required: dict, prefix: str) -> list[str]:
+    problems = []
+    for key, kind in required.items():
+        if key not in mapping:
+            problems.append(f"no '{prefix}{key}'")
+        elif not isinstance(mapping[key], kind) or isinstance(mapping[key], bool):
+            problems.append(f"'{prefix}{key}' is a {type(mapping[key]).__name__}")
+    return problems
+
+
+def _check_settings(state: dict, path, fix: str) -> None:
+    """The experiment settings and model arguments inside a checkpoint obey the config schema, so
+    a hand-edited file cannot ask for a model of absurd size or a setting no config allows."""
+    import jsonschema
+
+    from fashion_cnn.config import fill_defaults, schema_at
+
+    schema = schema_at("experiments.*")
+    fill_defaults(state["config"], schema)
+    arguments = state["model"]["arguments"]
+    unknown = sorted(set(arguments) - set(schema["properties"]))
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors({**state["config"], **arguments})
+    )
+    if unknown or error is not None:
+        what = f"unknown model argument {unknown[0]!r}" if unknown else error.message
+        where = "" if unknown else f" at {'.'.join(map(str, error.absolute_path)) or 'config'}"
+        raise UserError(
+            f"The checkpoint {path} holds settings no config allows ({what}{where}). {fix}"
+        )
 
 
 def load_state_into(model: nn.Module, state_dict: dict, source: str, model_name: str) -> None:
@@ -117,5 +176,17 @@ def model_from_checkpoint(state: dict, source: str = "the checkpoint") -> nn.Mod
     name, arguments = state["model"]["name"], state["model"]["arguments"]
     model = build_model(name, arguments)
     load_state_into(model, state["model_state"], source, name)
+    broken = [
+        key
+        for key, tensor in model.state_dict().items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if broken:
+        raise UserError(
+            f"The weights in {source} hold NaN or infinite values ({', '.join(broken[:3])}"
+            f"{' …' if len(broken) > 3 else ''}): the file was edited, or comes from a training "
+            "run that diverged before fashion-cnn stopped such runs. Retrain: delete it and its "
+            "train_state.pt and rerun train_model."
+        )
     model.eval()
     return model

@@ -32,6 +32,10 @@ from fashion_cnn.weights import initialise
 
 log = logging.getLogger(__name__)
 
+# How often the loss is checked for NaN/infinity: every step on the CPU (free), every this many
+# steps on a GPU (each check waits for the device), and always before a state is saved.
+FINITE_CHECK_STEPS_GPU = 50
+
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
@@ -265,6 +269,7 @@ def _train_one_epoch(
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
     started = time.perf_counter()
+    check_every = 1 if device.type == "cpu" else FINITE_CHECK_STEPS_GPU
 
     def fold_running_sums():
         # one host-device sync per epoch (or on interruption), not one per step
@@ -283,6 +288,8 @@ def _train_one_epoch(
         correct += (outputs.argmax(dim=1) == labels).sum()
         seen += len(labels)
         progress.step += 1
+        if progress.step % check_every == 0 or sigterm.raised:
+            _stop_if_diverged(job, run, loss_sum, progress, len(source))
         if sigterm.raised:
             fold_running_sums()
             if source.resumable_mid_epoch:
@@ -297,6 +304,7 @@ def _train_one_epoch(
             raise TrainingInterrupted(f"stopped by SIGTERM; rerun to resume from {where}")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    _stop_if_diverged(job, run, loss_sum, progress, len(source))
     fold_running_sums()
     progress.epoch += 1
     progress.step = 0
@@ -325,6 +333,32 @@ def _train_one_epoch(
         format_duration(remaining),
     )
     _write_history(job, progress)
+
+
+def _stop_if_diverged(job, run, loss_sum, progress, steps_per_epoch) -> None:
+    """Stop at a NaN or infinite loss, before the broken weights reach any saved file."""
+    if bool(torch.isfinite(loss_sum)):
+        return
+    experiment = job.experiment
+    causes = [
+        f"a learning rate too large for this model and optimizer (learning_rate = "
+        f"{experiment['learning_rate']}, optimizer {experiment['optimizer']}, schedule "
+        f"{experiment['lr_schedule']}): try one ten times smaller"
+    ]
+    if run["switches"].bf16:
+        causes.append("bf16 autocast: set the experiment's precision to fp32")
+    if experiment["weights"] not in ("none", "imagenet"):
+        causes.append(f"the initial weights in {experiment['weights']}")
+    saved = (
+        f"{job.state_path} still holds the last good state (the end of epoch {progress.epoch})"
+        if job.state_path.is_file()
+        else "no training state was saved"
+    )
+    raise UserError(
+        f"Training of {job.name} diverged: the loss became NaN or infinite in epoch "
+        f"{progress.epoch + 1}, by step {progress.step} of {steps_per_epoch}. Likely causes: "
+        f"{'; '.join(causes)}. Nothing of this run's broken weights was written; {saved}."
+    )
 
 
 def _write_history(job, progress) -> None:
@@ -368,14 +402,25 @@ def _resume(job, run, model, optimizer, scheduler, source, progress) -> None:
     except UserError as error:
         log.warning("ignoring the unreadable training state %s (%s); starting afresh", path, error)
         return
-    if state.get("fingerprint") != run["fingerprint"]:
+    if not isinstance(state, dict) or state.get("fingerprint") != run["fingerprint"]:
         log.info("ignoring %s: it was written with other settings; starting afresh", path)
         return
-    model.load_state_dict(state["model_state"])
-    optimizer.load_state_dict(state["optimizer_state"])
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler_state"])
-    source.set_rng_state(state["rng"])
+    # The fingerprint matches, so the file claims to be this run's state: a part that is missing
+    # or does not load means it was damaged or edited, and resuming from half of it would be wrong.
+    try:
+        if set(state["progress"]) != set(Progress().as_dict()):
+            raise ValueError("its progress record has other fields")
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler_state"])
+        source.set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise UserError(
+            f"The training state {path} has this run's settings but cannot be resumed from "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}): "
+            "it was damaged or edited. Delete it to train from the start, and rerun."
+        ) from error
     for key, value in state["progress"].items():
         setattr(progress, key, value)
     if progress.order is not None:
