@@ -285,10 +285,27 @@ def test_a_diverging_run_stops_at_the_first_non_finite_loss(tmp_path, prepared_d
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "model.pt").exists()
     assert (tmp_path / "train_state.pt").read_bytes() == earlier
-    assert " epoch 1/3" not in (tmp_path / "train.log").read_text()  # no epoch finished
+    log = (tmp_path / "train.log").read_text()
+    assert "ignoring the unreadable training state" in log  # the garbage state: start afresh
+    assert " epoch 1/3" not in log  # no epoch finished
 
 
 def test_train_command_reports_a_missing_dataset(tmp_path):
     result = cli(*_train_command(tmp_path, tmp_path / "missing.npz")[3:])
     assert result.returncode == 2
     assert "Run the prepare_data rule first" in flat(result.stderr)
+
+
+def test_the_divergence_message_names_bf16_when_it_is_on(tmp_path):
+    """The guard itself, on a NaN running loss: with bf16 autocast on, precision is named too."""
+    from fashion_cnn.engine import Progress, _stop_if_diverged
+
+    job = tiny_training_job(tmp_path, tmp_path / "data.npz", precision="bf16")
+    switches = Switches.resolve(job.engine, "bf16")
+    finite = torch.tensor(1.5)
+    _stop_if_diverged(job, {"switches": switches}, finite, Progress(epoch=2, step=7), 10)
+    with pytest.raises(UserError) as caught:
+        _stop_if_diverged(job, {"switches": switches}, torch.tensor(float("inf")), Progress(), 10)
+    message = " ".join(caught.value.paragraph().split())
+    assert "bf16 autocast: set the experiment's precision to fp32" in message
+    assert "no training state was saved" in message
