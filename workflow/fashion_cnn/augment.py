@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fashion_cnn.registry import Registry
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -34,17 +36,17 @@ class Policy:
         )
 
 
-PRESETS = {
-    "none": Policy(),
-    # The chapter: RandomHorizontalFlip(), RandomRotation(10), RandomResizedCrop(28, scale=(0.9, 1)).
-    "chapter": Policy(flip_probability=0.5, max_rotation_degrees=10, crop_scale=(0.9, 1.0)),
-    "flip": Policy(flip_probability=0.5),
-    "flip_crop": Policy(flip_probability=0.5, crop_scale=(0.75, 1.0)),
-}
+# The named presets an experiment's `augmentation` chooses from.
+PRESETS: Registry[Policy] = Registry("augmentation preset", "augmentation")
+PRESETS.add("none", Policy())
+# The chapter: RandomHorizontalFlip(), RandomRotation(10), RandomResizedCrop(28, scale=(0.9, 1)).
+PRESETS.add("chapter", Policy(flip_probability=0.5, max_rotation_degrees=10, crop_scale=(0.9, 1.0)))
+PRESETS.add("flip", Policy(flip_probability=0.5))
+PRESETS.add("flip_crop", Policy(flip_probability=0.5, crop_scale=(0.75, 1.0)))
 
 
 def get_policy(name: str) -> Policy:
-    return PRESETS[name]
+    return PRESETS.get(name)
 
 
 def _uniform(low, high, count, generator, device):

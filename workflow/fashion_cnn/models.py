@@ -6,9 +6,16 @@ import torch
 import torchvision
 from torch import nn
 
+from fashion_cnn.registry import Registry
+
 NUM_CLASSES = 10
+# Every model an experiment's `model` can name, built from the arguments a checkpoint carries.
+# Adding one: a class or builder here under @MODELS.register, its name in the schema's enum
+# (tests/test_registries.py holds the two equal) and a test in tests/test_models.py.
+MODELS: Registry = Registry("model", "model")
 
 
+@MODELS.register("cnn")
 class ChapterCNN(nn.Module):
     """The chapter's CNN: conv 32/64/128 3x3 + ReLU, 2x2 max-pool after the first two, fc 64, fc 10.
 
@@ -45,6 +52,7 @@ def _conv_bn(inputs: int, outputs: int) -> list[nn.Module]:
     ]
 
 
+@MODELS.register("cnn_bn")
 class BatchNormCNN(nn.Module):
     """A small VGG-style CNN with BatchNorm for the fast recipe (``cnn_fast``).
 
@@ -77,6 +85,7 @@ class BatchNormCNN(nn.Module):
         return self.classifier(self.features(images))
 
 
+@MODELS.register("resnet18")
 def resnet18_for_fashion(output_softmax: bool = False) -> nn.Module:
     """torchvision's ResNet-18 with a 1-channel conv1 and a 10-way fc (the chapter's changes)."""
     model = torchvision.models.resnet18(weights=None)
@@ -85,9 +94,6 @@ def resnet18_for_fashion(output_softmax: bool = False) -> nn.Module:
     if output_softmax:
         model.fc = nn.Sequential(model.fc, nn.Softmax(dim=1))
     return model
-
-
-MODELS = {"cnn": ChapterCNN, "cnn_bn": BatchNormCNN, "resnet18": resnet18_for_fashion}
 
 
 def model_arguments(experiment: dict) -> dict:
@@ -99,7 +105,7 @@ def model_arguments(experiment: dict) -> dict:
 
 
 def build_model(name: str, arguments: dict) -> nn.Module:
-    return MODELS[name](**arguments)
+    return MODELS.get(name)(**arguments)
 
 
 def parameter_count(model: nn.Module) -> int:

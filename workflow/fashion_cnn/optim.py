@@ -1,28 +1,67 @@
-"""Optimizers and learning-rate schedules, built from an experiment's settings."""
+"""Optimizers and learning-rate schedules, built from an experiment's settings.
+
+Each is registered by name (``OPTIMIZERS``, ``SCHEDULES``); an experiment's ``optimizer`` and
+``lr_schedule`` choose from them. Adding one is a function here with its decorator, its name in
+the schema's enum (tests/test_registries.py holds the two equal) and a test.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from fashion_cnn.registry import Registry
 
-def make_optimizer(model: nn.Module, experiment: dict) -> torch.optim.Optimizer:
-    lr, decay = experiment["learning_rate"], experiment["weight_decay"]
-    if experiment["optimizer"] == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=decay)
-    if experiment["optimizer"] == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=decay)
+OptimizerBuilder = Callable[[list, float, float], torch.optim.Optimizer]
+OPTIMIZERS: Registry[OptimizerBuilder] = Registry("optimizer", "optimizer")
+# A schedule builder gets (optimizer, experiment, total steps) and returns a scheduler stepped
+# every batch, or None for a constant rate.
+SCHEDULES: Registry[Callable] = Registry("learning-rate schedule", "lr_schedule")
+
+
+@OPTIMIZERS.register("adam")
+def adam(parameters, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """The chapter's optimizer."""
+    return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(parameters, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(parameters, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum 0.9."""
     return torch.optim.SGD(
-        model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=decay
+        parameters, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
     )
 
 
-def make_scheduler(optimizer, experiment: dict, total_steps: int):
-    schedule = experiment["lr_schedule"]
-    if schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=experiment["learning_rate"], total_steps=total_steps
-        )
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+@SCHEDULES.register("constant")
+def constant(optimizer, experiment: dict, total_steps: int):
+    """The chapter: the learning rate never changes."""
     return None
+
+
+@SCHEDULES.register("onecycle")
+def onecycle(optimizer, experiment: dict, total_steps: int):
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=experiment["learning_rate"], total_steps=total_steps
+    )
+
+
+@SCHEDULES.register("cosine")
+def cosine(optimizer, experiment: dict, total_steps: int):
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+
+
+def make_optimizer(model: nn.Module, experiment: dict) -> torch.optim.Optimizer:
+    build = OPTIMIZERS.get(experiment["optimizer"])
+    return build(model.parameters(), experiment["learning_rate"], experiment["weight_decay"])
+
+
+def make_scheduler(optimizer, experiment: dict, total_steps: int):
+    return SCHEDULES.get(experiment["lr_schedule"])(optimizer, experiment, total_steps)

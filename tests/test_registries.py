@@ -1,0 +1,92 @@
+"""One registry per choice: the schema's enums are the registries' names, and a name no registry
+knows is a user error naming the known ones (before, an unknown optimizer became SGD silently)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fashion_cnn.augment import PRESETS, Policy, get_policy
+from fashion_cnn.config import schema_at
+from fashion_cnn.errors import UserError
+from fashion_cnn.models import MODELS, ChapterCNN, build_model
+from fashion_cnn.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_scheduler
+from fashion_cnn.registry import Registry
+
+REGISTRIES = {"model": MODELS, "augmentation": PRESETS, "optimizer": OPTIMIZERS}
+REGISTRIES["lr_schedule"] = SCHEDULES
+
+
+@pytest.mark.parametrize("key", list(REGISTRIES))
+def test_the_schema_enum_is_the_registry(key):
+    registry = REGISTRIES[key]
+    assert registry.config_key == key
+    assert schema_at(f"experiments.*.{key}")["enum"] == registry.names(), (
+        f"experiments.*.{key} in workflow/schemas/config.schema.yaml must list exactly the "
+        f"registered {registry.kind}s, in the same order"
+    )
+
+
+def _experiment(**changes):
+    return {
+        "optimizer": "adam",
+        "learning_rate": 1.0e-3,
+        "weight_decay": 0.0,
+        "lr_schedule": "constant",
+        **changes,
+    }
+
+
+@pytest.mark.parametrize(
+    ("ask", "expected"),
+    [
+        (lambda: build_model("vgg", {}), "Unknown model 'vgg'. Known: cnn, cnn_bn, resnet18."),
+        (lambda: get_policy("mixup"), "Unknown augmentation preset 'mixup'."),
+        (
+            lambda: make_optimizer(ChapterCNN(), _experiment(optimizer="adamm")),
+            "Unknown optimizer 'adamm'. Did you mean 'adam'?",
+        ),
+        (
+            lambda: make_scheduler(None, _experiment(lr_schedule="step"), 10),
+            "Unknown learning-rate schedule 'step'.",
+        ),
+    ],
+    ids=["model", "augmentation preset", "optimizer", "schedule"],
+)
+def test_an_unknown_name_is_a_user_error_never_a_fallback(ask, expected):
+    with pytest.raises(UserError) as caught:
+        ask()
+    assert expected in " ".join(caught.value.paragraph().split())
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_each_optimizer_builds_what_its_name_says(name):
+    optimizer = make_optimizer(ChapterCNN(), _experiment(optimizer=name, weight_decay=0.01))
+    expected = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    assert type(optimizer) is expected[name]
+    assert optimizer.param_groups[0]["lr"] == 1.0e-3
+    assert optimizer.param_groups[0]["weight_decay"] == 0.01
+
+
+def test_schedules_step_the_rate_as_named():
+    rates = {}
+    for name in SCHEDULES:
+        model = ChapterCNN()
+        optimizer = make_optimizer(model, _experiment())
+        scheduler = make_scheduler(optimizer, _experiment(lr_schedule=name), 10)
+        seen = []
+        for _ in range(5):
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            seen.append(optimizer.param_groups[0]["lr"])
+        rates[name] = seen
+    assert rates["constant"] == [1.0e-3] * 5
+    assert rates["cosine"][-1] < rates["cosine"][0] < 1.0e-3  # annealing down
+    assert rates["onecycle"][0] < rates["onecycle"][-1]  # still warming up towards the peak
+
+
+def test_a_name_registered_twice_is_refused():
+    registry: Registry[Policy] = Registry("augmentation preset", "augmentation")
+    registry.add("none", Policy())
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.add("none", Policy())
