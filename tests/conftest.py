@@ -128,12 +128,15 @@ def snakemake(
 def tiny_training_job(folder: Path, data: Path, threads: int = 1, **changes):
     """A TrainingJob for the baseline recipe on a few real images (changes override the recipe)."""
     from fashion_cnn.engine import TrainingJob
+    from fashion_cnn.settings import EngineSettings, ExperimentSettings
 
     config = base_config()
     return TrainingJob(
         name="cnn_baseline",
-        experiment=dict(config["experiments"]["cnn_baseline"], **changes),
-        engine=dict(config["engine"], device="cpu"),
+        experiment=ExperimentSettings.from_dict(
+            dict(config["experiments"]["cnn_baseline"], **changes)
+        ),
+        engine=EngineSettings.from_dict(dict(config["engine"], device="cpu")),
         data_path=data,
         model_path=folder / "model.pt",
         history_path=folder / "history.csv",

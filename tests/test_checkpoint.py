@@ -7,10 +7,11 @@ import os
 import pytest
 import torch
 import torchvision
-from conftest import assert_no_traceback, cli, flat
+from conftest import assert_no_traceback, base_config, cli, flat
 from fashion_cnn.checkpoint import load_checkpoint, load_file, model_from_checkpoint
 from fashion_cnn.errors import UserError
 from fashion_cnn.models import resnet18_for_fashion
+from fashion_cnn.settings import ExperimentSettings
 from fashion_cnn.weights import apply_weights, fetch_imagenet_weights, initialise
 
 
@@ -132,12 +133,8 @@ def test_offline_fetch_records_unavailable_and_training_goes_on_loudly(tmp_path,
     status = fetch_imagenet_weights(tmp_path / "weights", status_path, strict=False)
     assert status["available"] is False and "download.pytorch.org" in status["url"]
     assert not list((tmp_path / "weights").glob("*.pth"))
-    experiment = {
-        "weights": "imagenet",
-        "model": "resnet18",
-        "conv1_init": "random",
-        "chapter_accuracy": 0.91,
-    }
+    experiment = ExperimentSettings.from_dict(base_config()["experiments"]["resnet18_finetune"])
+    assert (experiment.weights, experiment.chapter_accuracy) == ("imagenet", 0.91)
     source = initialise(resnet18_for_fashion(), experiment, str(status_path), strict=False)
     assert source == "random init (ImageNet weights unavailable)"
     assert (

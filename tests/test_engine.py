@@ -14,8 +14,9 @@ import pytest
 import torch
 from conftest import REPO, cli, flat, tiny_training_job
 from fashion_cnn.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint
+from fashion_cnn.config import default_engine_settings
 from fashion_cnn.device import Switches, resolve_device
-from fashion_cnn.engine import train_model, train_step
+from fashion_cnn.engine import _stop_if_diverged, train_model, train_step
 from fashion_cnn.errors import UserError
 from fashion_cnn.evaluation import predict
 from fashion_cnn.models import ChapterCNN
@@ -70,10 +71,11 @@ def test_explicit_cuda_without_a_gpu_is_a_clear_error():
 
 def test_engine_switch_defaults_are_the_measured_ones():
     """docs/benchmarks.md: channels_last on, fp32, no compile, on CPU and on an H100 alike."""
-    automatic = {"channels_last": "auto", "precision": "auto", "compile": "auto"}
+    automatic = default_engine_settings()
+    assert (automatic.channels_last, automatic.precision, automatic.compile) == ("auto",) * 3
     switches = Switches.resolve(automatic)
     assert (switches.channels_last, switches.bf16, switches.compile) == (True, False, False)
-    chosen = {"channels_last": False, "precision": "bf16", "compile": True}
+    chosen = automatic.replace(channels_last=False, precision="bf16", compile=True)
     switches = Switches.resolve(chosen)
     assert (switches.channels_last, switches.bf16, switches.compile) == (False, True, True)
     assert Switches.resolve(chosen, precision="fp32").bf16 is False
@@ -296,16 +298,16 @@ def test_train_command_reports_a_missing_dataset(tmp_path):
     assert "Run the prepare_data rule first" in flat(result.stderr)
 
 
-def test_the_divergence_message_names_bf16_when_it_is_on(tmp_path):
+def test_the_divergence_message_names_bf16_when_it_is_on(tmp_path, prepared_data):
     """The guard itself, on a NaN running loss: with bf16 autocast on, precision is named too."""
-    from fashion_cnn.engine import Progress, _stop_if_diverged
+    from fashion_cnn.engine import start_run
 
-    job = tiny_training_job(tmp_path, tmp_path / "data.npz", precision="bf16")
-    switches = Switches.resolve(job.engine, "bf16")
-    finite = torch.tensor(1.5)
-    _stop_if_diverged(job, {"switches": switches}, finite, Progress(epoch=2, step=7), 10)
+    job = tiny_training_job(tmp_path, prepared_data, precision="bf16", train_subset=64)
+    run = start_run(job)
+    assert run.switches.bf16
+    _stop_if_diverged(run, torch.tensor(1.5))
     with pytest.raises(UserError) as caught:
-        _stop_if_diverged(job, {"switches": switches}, torch.tensor(float("inf")), Progress(), 10)
+        _stop_if_diverged(run, torch.tensor(float("inf")))
     message = " ".join(caught.value.paragraph().split())
     assert "bf16 autocast: set the experiment's precision to fp32" in message
     assert "no training state was saved" in message

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import base_config
 from fashion_cnn.augment import PRESETS, Policy, get_policy
 from fashion_cnn.config import schema_at
 from fashion_cnn.errors import UserError
 from fashion_cnn.models import MODELS, ChapterCNN, build_model
 from fashion_cnn.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_scheduler
 from fashion_cnn.registry import Registry
+from fashion_cnn.settings import ExperimentSettings
 
 REGISTRIES = {"model": MODELS, "augmentation": PRESETS, "optimizer": OPTIMIZERS}
 REGISTRIES["lr_schedule"] = SCHEDULES
@@ -26,14 +28,10 @@ def test_the_schema_enum_is_the_registry(key):
     )
 
 
-def _experiment(**changes):
-    return {
-        "optimizer": "adam",
-        "learning_rate": 1.0e-3,
-        "weight_decay": 0.0,
-        "lr_schedule": "constant",
-        **changes,
-    }
+def _experiment(**changes) -> ExperimentSettings:
+    """The baseline's settings (Adam 1e-3, constant rate) with ``changes``."""
+    baseline = ExperimentSettings.from_dict(base_config()["experiments"]["cnn_baseline"])
+    return baseline.replace(**changes)
 
 
 @pytest.mark.parametrize(

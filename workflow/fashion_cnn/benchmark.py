@@ -96,6 +96,7 @@ def machine_description(device) -> dict:
 
 
 def _switch_sets(requested: list[str], device) -> list[dict]:
+    from fashion_cnn.config import default_engine_settings
     from fashion_cnn.device import Switches
 
     cuda = device.type == "cuda"
@@ -103,8 +104,7 @@ def _switch_sets(requested: list[str], device) -> list[dict]:
     sets = []
     for request in requested:
         if request == "auto":
-            engine = {"channels_last": "auto", "precision": "auto", "compile": "auto"}
-            sets.append(Switches.resolve(engine).__dict__)
+            sets.append(Switches.resolve(default_engine_settings()).__dict__)
         elif request == "all":
             for values in itertools.product([False, True], repeat=3):
                 chosen = dict(zip(names, values, strict=True))

@@ -117,12 +117,13 @@ def cmd_fetch_weights(args) -> None:
 
 def cmd_train_model(args) -> None:
     from fashion_cnn.engine import TrainingJob, train_model
+    from fashion_cnn.settings import EngineSettings, ExperimentSettings
 
     config, experiment = _experiment(args)
     job = TrainingJob(
         name=args.experiment,
-        experiment=experiment,
-        engine=config["engine"],
+        experiment=ExperimentSettings.from_dict(experiment),
+        engine=EngineSettings.from_dict(config["engine"]),
         data_path=Path(args.data),
         model_path=Path(args.model),
         history_path=Path(args.history),

@@ -22,6 +22,7 @@ import jsonschema
 import yaml
 
 from fashion_cnn.errors import UserError
+from fashion_cnn.settings import EngineSettings
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 FIX = "Fix it in config.yaml (or in the --config/--configfile override that sets it)."
@@ -290,6 +291,13 @@ def experiment_settings(config: dict, experiment: str) -> str:
         "export": config["export"],
     }
     return json.dumps(without_defaults(subset, load_schema()), sort_keys=True)
+
+
+def default_engine_settings() -> EngineSettings:
+    """The engine section as a config that sets nothing gets it: every schema default."""
+    engine: dict = {}
+    fill_defaults(engine, schema_at("engine"))
+    return EngineSettings.from_dict(engine)
 
 
 def schema_at(dotted: str) -> dict:

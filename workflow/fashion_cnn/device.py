@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from fashion_cnn.errors import UserError
+from fashion_cnn.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Switches:
     compile: bool
 
     @classmethod
-    def resolve(cls, engine: dict, precision: str = "engine") -> Switches:
+    def resolve(cls, engine: EngineSettings, precision: str = "engine") -> Switches:
         """The engine's switches; an experiment may set its own ``precision``. The measured
         defaults are the same on CPU and CUDA (docs/benchmarks.md), so the device is no input."""
 
@@ -54,14 +55,14 @@ class Switches:
             return automatic if value == "auto" else bool(value)
 
         if precision == "engine":
-            precision = engine["precision"]
+            precision = engine.precision
         return cls(
             # measured: the chapter's CNN trains 1.42x faster channels_last on CPU (oneDNN) and
             # 1.10x on an H100; ResNet-18 the same within noise on both
-            channels_last=choose(engine["channels_last"], True),
+            channels_last=choose(engine.channels_last, True),
             # measured: at the chapter's batch 64, bf16 autocast is slower on an H100 (its casts add
             # launches to a launch-bound step) and changes the chapter's numerics on CPU; opt in
             bf16=precision == "bf16",
             # measured: no consistent gain on CPU or H100 at batch 64
-            compile=choose(engine["compile"], False),
+            compile=choose(engine.compile, False),
         )

@@ -28,6 +28,7 @@ from fashion_cnn.errors import TrainingInterrupted, UserError
 from fashion_cnn.files import write_csv, write_text
 from fashion_cnn.models import build_model, model_arguments, parameter_count, summary_table
 from fashion_cnn.optim import make_optimizer, make_scheduler
+from fashion_cnn.settings import EngineSettings, ExperimentSettings
 from fashion_cnn.weights import initialise
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,8 @@ class TrainingJob:
     """Everything one run of ``train_model`` needs; the rule's shell command fills it in."""
 
     name: str
-    experiment: dict
-    engine: dict
+    experiment: ExperimentSettings
+    engine: EngineSettings
     data_path: Path
     model_path: Path
     history_path: Path
@@ -120,39 +121,59 @@ class TrainingJob:
         return self.model_path.with_name("train_state.pt")
 
 
-def train_model(job: TrainingJob) -> dict:
-    """Train one experiment; write the checkpoint, history CSV and model summary. Returns the state."""
+@dataclass
+class Run:
+    """One run's state, built once by ``start_run``: what it trains, on what, and where it is."""
+
+    job: TrainingJob
+    device: torch.device
+    switches: Switches
+    model: nn.Module
+    forward: nn.Module  # the model, or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    loss_function: nn.Module
+    source: DeviceBatches | LoaderBatches
+    weights_source: str
+    fingerprint: str
+    arguments: dict
+    images: int
+    provenance: dict
+    progress: Progress = field(default_factory=Progress)
+
+
+def start_run(job: TrainingJob) -> Run:
+    """Seed, load the data, build and initialise the model, its batches and optimizer."""
     experiment, engine = job.experiment, job.engine
     torch.set_num_threads(job.threads)
-    device = resolve_device(engine["device"])
-    switches = Switches.resolve(engine, experiment["precision"])
-    torch.manual_seed(experiment["seed"])
+    device = resolve_device(engine.device)
+    switches = Switches.resolve(engine, experiment.precision)
+    torch.manual_seed(experiment.seed)
 
     from fashion_cnn.data import load_prepared
 
     arrays = load_prepared(job.data_path)
-    subset = experiment["train_subset"] or len(arrays["train_labels"])
+    subset = experiment.train_subset or len(arrays["train_labels"])
     images, labels = arrays["train_images"][:subset], arrays["train_labels"][:subset]
 
     arguments = model_arguments(experiment)
-    model = build_model(experiment["model"], arguments)
+    model = build_model(experiment.model, arguments)
     weights_source = initialise(model, experiment, job.weights_input, job.strict_weights)
     write_text(job.summary_path, summary_table(model))
     model.to(
         device,
         memory_format=torch.channels_last if switches.channels_last else torch.preserve_format,
     )
-    forward = torch.compile(model) if switches.compile else model
 
-    policy = get_policy(experiment["augmentation"])
-    if engine["data_pipeline"] == "device":
-        generator = torch.Generator(device=device).manual_seed(experiment["seed"])
+    policy = get_policy(experiment.augmentation)
+    if engine.data_pipeline == "device":
+        generator = torch.Generator(device=device).manual_seed(experiment.seed)
         source = DeviceBatches(
             images,
             labels,
             device,
             policy,
-            experiment["batch_size"],
+            experiment.batch_size,
             generator,
             switches.channels_last,
         )
@@ -162,78 +183,74 @@ def train_model(job: TrainingJob) -> dict:
             labels,
             device,
             policy,
-            experiment["batch_size"],
-            experiment["seed"],
+            experiment.batch_size,
+            experiment.seed,
             switches.channels_last,
         )
-    steps_per_epoch, epochs = len(source), experiment["epochs"]
     optimizer = make_optimizer(model, experiment)
-    scheduler = make_scheduler(optimizer, experiment, steps_per_epoch * epochs)
-    loss_function = nn.CrossEntropyLoss(label_smoothing=experiment["label_smoothing"])
-
-    fingerprint = settings_fingerprint(
-        experiment,
-        engine["data_pipeline"],
-        switches.bf16,
-        switches.channels_last,
-        weights_source,
-        subset,
-        # the training images themselves: a state trained on other data is never resumed
-        hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest(),
-    )
-    run = {
-        "experiment": job.name,
-        "device": device,
-        "switches": switches,
-        "weights_source": weights_source,
-        "fingerprint": fingerprint,
-        "arguments": arguments,
-        "images": subset,
+    return Run(
+        job=job,
+        device=device,
+        switches=switches,
+        model=model,
+        forward=torch.compile(model) if switches.compile else model,
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, experiment, len(source) * experiment.epochs),
+        loss_function=nn.CrossEntropyLoss(label_smoothing=experiment.label_smoothing),
+        source=source,
+        weights_source=weights_source,
+        fingerprint=settings_fingerprint(
+            experiment.as_dict(),
+            engine.data_pipeline,
+            switches.bf16,
+            switches.channels_last,
+            weights_source,
+            subset,
+            # the training images themselves: a state trained on other data is never resumed
+            hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest(),
+        ),
+        arguments=arguments,
+        images=subset,
         # once per run: it asks git, which would cost more than a small model's checkpoint
-        "provenance": provenance.provenance(device),
-    }
-    progress = Progress()
-    _resume(job, run, model, optimizer, scheduler, source, progress)
+        provenance=provenance.provenance(device),
+    )
+
+
+def train_model(job: TrainingJob) -> dict:
+    """Train one experiment; write the checkpoint, history CSV and model summary. Returns the state."""
+    run = start_run(job)
+    experiment, progress = job.experiment, run.progress
+    _resume(run)
     log.info(
         "training %s: model %s (%s parameters), %d images, %d epochs of %d steps, batch %d, "
         "augmentation %s, weights %s, device %s, %s",
         job.name,
-        experiment["model"],
-        f"{parameter_count(model):,}",
-        subset,
-        epochs,
-        steps_per_epoch,
-        experiment["batch_size"],
-        experiment["augmentation"],
-        weights_source,
-        device,
-        switches,
+        experiment.model,
+        f"{parameter_count(run.model):,}",
+        run.images,
+        experiment.epochs,
+        len(run.source),
+        experiment.batch_size,
+        experiment.augmentation,
+        run.weights_source,
+        run.device,
+        run.switches,
     )
 
-    model.train()
+    run.model.train()
     with SigtermFlag() as sigterm:
-        while progress.epoch < epochs:
-            _train_one_epoch(
-                job,
-                run,
-                forward,
-                model,
-                optimizer,
-                scheduler,
-                loss_function,
-                source,
-                progress,
-                sigterm,
-            )
-            if progress.epoch % engine["checkpoint_every_epochs"] == 0 or progress.epoch == epochs:
-                save_checkpoint(
-                    _state(job, run, model, optimizer, scheduler, source, progress), job.state_path
-                )
+        while progress.epoch < experiment.epochs:
+            _train_one_epoch(run, sigterm)
+            if (
+                progress.epoch % job.engine.checkpoint_every_epochs == 0
+                or progress.epoch == experiment.epochs
+            ):
+                save_checkpoint(_state(run), job.state_path)
 
     # A rerun that finds a finished state (Snakemake deleted the outputs, the inputs were touched)
     # trains nothing: it writes the outputs again from that state, the history included.
     _write_history(job, progress)
-    state = _state(job, run, model, optimizer, scheduler, source, progress)
+    state = _state(run)
     save_checkpoint(state, job.model_path)
     log.info(
         "finished %s in %s (%.1f s of training)",
@@ -257,11 +274,9 @@ def train_step(forward, optimizer, scheduler, loss_function, images, labels, bf1
     return outputs.detach(), loss.detach()
 
 
-def _train_one_epoch(
-    job, run, forward, model, optimizer, scheduler, loss_function, source, progress, sigterm
-):
-    device, switches = run["device"], run["switches"]
-    epochs = job.experiment["epochs"]
+def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
+    job, device, source, progress = run.job, run.device, run.source, run.progress
+    epochs = job.experiment.epochs
     if progress.step == 0:
         progress.order = source.new_order()
         progress.loss_sum, progress.correct, progress.seen, progress.epoch_seconds = 0.0, 0, 0, 0.0
@@ -282,20 +297,24 @@ def _train_one_epoch(
 
     for images, labels in source.batches(progress.order, progress.step):
         outputs, loss = train_step(
-            forward, optimizer, scheduler, loss_function, images, labels, switches.bf16
+            run.forward,
+            run.optimizer,
+            run.scheduler,
+            run.loss_function,
+            images,
+            labels,
+            run.switches.bf16,
         )
         loss_sum += loss * len(labels)
         correct += (outputs.argmax(dim=1) == labels).sum()
         seen += len(labels)
         progress.step += 1
         if progress.step % check_every == 0 or sigterm.raised:
-            _stop_if_diverged(job, run, loss_sum, progress, len(source))
+            _stop_if_diverged(run, loss_sum)
         if sigterm.raised:
             fold_running_sums()
             if source.resumable_mid_epoch:
-                save_checkpoint(
-                    _state(job, run, model, optimizer, scheduler, source, progress), job.state_path
-                )
+                save_checkpoint(_state(run), job.state_path)
                 where = f"epoch {progress.epoch + 1}, step {progress.step}/{len(source)}"
             else:
                 where = (
@@ -304,7 +323,7 @@ def _train_one_epoch(
             raise TrainingInterrupted(f"stopped by SIGTERM; rerun to resume from {where}")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    _stop_if_diverged(job, run, loss_sum, progress, len(source))
+    _stop_if_diverged(run, loss_sum)
     fold_running_sums()
     progress.epoch += 1
     progress.step = 0
@@ -314,7 +333,7 @@ def _train_one_epoch(
         "epoch": progress.epoch,
         "train_loss": progress.loss_sum / progress.seen,
         "train_accuracy": progress.correct / progress.seen,
-        "learning_rate": optimizer.param_groups[0]["lr"],
+        "learning_rate": run.optimizer.param_groups[0]["lr"],
         "images_per_s": rate,
         "epoch_seconds": progress.epoch_seconds,
         "elapsed_seconds": progress.training_seconds,
@@ -335,20 +354,20 @@ def _train_one_epoch(
     _write_history(job, progress)
 
 
-def _stop_if_diverged(job, run, loss_sum, progress, steps_per_epoch) -> None:
+def _stop_if_diverged(run: Run, loss_sum: torch.Tensor) -> None:
     """Stop at a NaN or infinite loss, before the broken weights reach any saved file."""
     if bool(torch.isfinite(loss_sum)):
         return
-    experiment = job.experiment
+    job, progress, experiment = run.job, run.progress, run.job.experiment
     causes = [
         f"a learning rate too large for this model and optimizer (learning_rate = "
-        f"{experiment['learning_rate']}, optimizer {experiment['optimizer']}, schedule "
-        f"{experiment['lr_schedule']}): try one ten times smaller"
+        f"{experiment.learning_rate}, optimizer {experiment.optimizer}, schedule "
+        f"{experiment.lr_schedule}): try one ten times smaller"
     ]
-    if run["switches"].bf16:
+    if run.switches.bf16:
         causes.append("bf16 autocast: set the experiment's precision to fp32")
-    if experiment["weights"] not in ("none", "imagenet"):
-        causes.append(f"the initial weights in {experiment['weights']}")
+    if experiment.weights not in ("none", "imagenet"):
+        causes.append(f"the initial weights in {experiment.weights}")
     saved = (
         f"{job.state_path} still holds the last good state (the end of epoch {progress.epoch})"
         if job.state_path.is_file()
@@ -356,7 +375,7 @@ def _stop_if_diverged(job, run, loss_sum, progress, steps_per_epoch) -> None:
     )
     raise UserError(
         f"Training of {job.name} diverged: the loss became NaN or infinite in epoch "
-        f"{progress.epoch + 1}, by step {progress.step} of {steps_per_epoch}. Likely causes: "
+        f"{progress.epoch + 1}, by step {progress.step} of {len(run.source)}. Likely causes: "
         f"{'; '.join(causes)}. Nothing of this run's broken weights was written; {saved}."
     )
 
@@ -369,31 +388,33 @@ def _write_history(job, progress) -> None:
     )
 
 
-def _state(job, run, model, optimizer, scheduler, source, progress) -> dict:
+def _state(run: Run) -> dict:
     """The self-describing checkpoint: enough to rebuild the model or resume training."""
+    job, experiment = run.job, run.job.experiment
     return {
         "format": FORMAT,
         "experiment": job.name,
-        "model": {"name": job.experiment["model"], "arguments": run["arguments"]},
-        "model_state": model.state_dict(),
-        "optimizer_state": optimizer.state_dict(),
-        "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
-        "config": job.experiment,
-        "engine": job.engine,
-        "complete": progress.epoch == job.experiment["epochs"],
-        "progress": progress.as_dict(),
-        "rng": source.rng_state(),
-        "seed": job.experiment["seed"],
-        "fingerprint": run["fingerprint"],
-        "weights_source": run["weights_source"],
-        "training_images": run["images"],
-        "precision": "bf16 autocast" if run["switches"].bf16 else "fp32",
-        "provenance": run["provenance"],
+        "model": {"name": experiment.model, "arguments": run.arguments},
+        "model_state": run.model.state_dict(),
+        "optimizer_state": run.optimizer.state_dict(),
+        "scheduler_state": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "config": experiment.as_dict(),
+        "engine": job.engine.as_dict(),
+        "complete": run.progress.epoch == experiment.epochs,
+        "progress": run.progress.as_dict(),
+        "rng": run.source.rng_state(),
+        "seed": experiment.seed,
+        "fingerprint": run.fingerprint,
+        "weights_source": run.weights_source,
+        "training_images": run.images,
+        "precision": "bf16 autocast" if run.switches.bf16 else "fp32",
+        "provenance": run.provenance,
     }
 
 
-def _resume(job, run, model, optimizer, scheduler, source, progress) -> None:
+def _resume(run: Run) -> None:
     """Continue from ``train_state.pt`` when it was written with the same settings."""
+    job, progress = run.job, run.progress
     path = job.state_path
     if not path.is_file():
         return
@@ -402,7 +423,7 @@ def _resume(job, run, model, optimizer, scheduler, source, progress) -> None:
     except UserError as error:
         log.warning("ignoring the unreadable training state %s (%s); starting afresh", path, error)
         return
-    if not isinstance(state, dict) or state.get("fingerprint") != run["fingerprint"]:
+    if not isinstance(state, dict) or state.get("fingerprint") != run.fingerprint:
         log.info("ignoring %s: it was written with other settings; starting afresh", path)
         return
     # The fingerprint matches, so the file claims to be this run's state: a part that is missing
@@ -410,11 +431,11 @@ def _resume(job, run, model, optimizer, scheduler, source, progress) -> None:
     try:
         if set(state["progress"]) != set(Progress().as_dict()):
             raise ValueError("its progress record has other fields")
-        model.load_state_dict(state["model_state"])
-        optimizer.load_state_dict(state["optimizer_state"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler_state"])
-        source.set_rng_state(state["rng"])
+        run.model.load_state_dict(state["model_state"])
+        run.optimizer.load_state_dict(state["optimizer_state"])
+        if run.scheduler is not None:
+            run.scheduler.load_state_dict(state["scheduler_state"])
+        run.source.set_rng_state(state["rng"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise UserError(
             f"The training state {path} has this run's settings but cannot be resumed from "
@@ -424,7 +445,7 @@ def _resume(job, run, model, optimizer, scheduler, source, progress) -> None:
     for key, value in state["progress"].items():
         setattr(progress, key, value)
     if progress.order is not None:
-        progress.order = progress.order.to(run["device"])
+        progress.order = progress.order.to(run.device)
     if state.get("complete"):
         log.info("%s in %s is already trained; writing its outputs again", job.name, path)
         return

@@ -17,6 +17,7 @@ from fashion_cnn.data import load_prepared
 from fashion_cnn.device import resolve_device
 from fashion_cnn.files import write_csv, write_json
 from fashion_cnn.models import parameter_count
+from fashion_cnn.settings import ExperimentSettings
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,9 @@ def evaluate_model(
     model = model_from_checkpoint(checkpoint, str(checkpoint_path))
     arrays = load_prepared(data_path)
     images, labels = arrays["test_images"], arrays["test_labels"].astype(np.int64)
-    experiment = checkpoint["config"]
+    experiment = ExperimentSettings.from_dict(checkpoint["config"])
     started = time.perf_counter()
-    scores = predict(model, images, device, batch_size, experiment["test_time_flip"])
+    scores = predict(model, images, device, batch_size, experiment.test_time_flip)
     seconds = time.perf_counter() - started
     predictions = scores.argmax(dim=1).numpy()
     matrix = confusion_matrix(labels, predictions)
@@ -82,10 +83,10 @@ def evaluate_model(
     history = checkpoint["progress"]["history"]
     metrics = {
         "experiment": checkpoint["experiment"],
-        "description": experiment["description"],
+        "description": experiment.description,
         "test_accuracy": accuracy,
         "test_images": len(labels),
-        "chapter_accuracy": experiment["chapter_accuracy"],
+        "chapter_accuracy": experiment.chapter_accuracy,
         "per_class_accuracy": {
             name: float(value) for name, value in zip(CLASS_NAMES, per_class, strict=True)
         },
@@ -102,9 +103,9 @@ def evaluate_model(
             "device": checkpoint["provenance"].get("device"),
             "provenance": checkpoint["provenance"],
         },
-        "evaluation": {"seconds": seconds, "test_time_flip": experiment["test_time_flip"]},
+        "evaluation": {"seconds": seconds, "test_time_flip": experiment.test_time_flip},
         "seed": checkpoint["seed"],
-        "config": experiment,
+        "config": experiment.as_dict(),
         "engine": checkpoint["engine"],
         "provenance": provenance.provenance(device),
     }

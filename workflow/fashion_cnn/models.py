@@ -7,6 +7,7 @@ import torchvision
 from torch import nn
 
 from fashion_cnn.registry import Registry
+from fashion_cnn.settings import ExperimentSettings
 
 NUM_CLASSES = 10
 # Every model an experiment's `model` can name, built from the arguments a checkpoint carries.
@@ -96,11 +97,11 @@ def resnet18_for_fashion(output_softmax: bool = False) -> nn.Module:
     return model
 
 
-def model_arguments(experiment: dict) -> dict:
+def model_arguments(experiment: ExperimentSettings) -> dict:
     """The constructor arguments an experiment's model is built with (stored in checkpoints)."""
-    arguments = {"output_softmax": bool(experiment["output_softmax"])}
-    if experiment["model"] == "cnn_bn":
-        arguments["width"] = int(experiment["width"])
+    arguments = {"output_softmax": bool(experiment.output_softmax)}
+    if experiment.model == "cnn_bn":
+        arguments["width"] = int(experiment.width)
     return arguments
 
 

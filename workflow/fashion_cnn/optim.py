@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fashion_cnn.registry import Registry
+from fashion_cnn.settings import ExperimentSettings
 
 OptimizerBuilder = Callable[[list, float, float], torch.optim.Optimizer]
 OPTIMIZERS: Registry[OptimizerBuilder] = Registry("optimizer", "optimizer")
@@ -41,27 +42,27 @@ def sgd(parameters, lr: float, weight_decay: float) -> torch.optim.Optimizer:
 
 
 @SCHEDULES.register("constant")
-def constant(optimizer, experiment: dict, total_steps: int):
+def constant(optimizer, experiment: ExperimentSettings, total_steps: int):
     """The chapter: the learning rate never changes."""
     return None
 
 
 @SCHEDULES.register("onecycle")
-def onecycle(optimizer, experiment: dict, total_steps: int):
+def onecycle(optimizer, experiment: ExperimentSettings, total_steps: int):
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=experiment["learning_rate"], total_steps=total_steps
+        optimizer, max_lr=experiment.learning_rate, total_steps=total_steps
     )
 
 
 @SCHEDULES.register("cosine")
-def cosine(optimizer, experiment: dict, total_steps: int):
+def cosine(optimizer, experiment: ExperimentSettings, total_steps: int):
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
 
 
-def make_optimizer(model: nn.Module, experiment: dict) -> torch.optim.Optimizer:
-    build = OPTIMIZERS.get(experiment["optimizer"])
-    return build(model.parameters(), experiment["learning_rate"], experiment["weight_decay"])
+def make_optimizer(model: nn.Module, experiment: ExperimentSettings) -> torch.optim.Optimizer:
+    build = OPTIMIZERS.get(experiment.optimizer)
+    return build(model.parameters(), experiment.learning_rate, experiment.weight_decay)
 
 
-def make_scheduler(optimizer, experiment: dict, total_steps: int):
-    return SCHEDULES.get(experiment["lr_schedule"])(optimizer, experiment, total_steps)
+def make_scheduler(optimizer, experiment: ExperimentSettings, total_steps: int):
+    return SCHEDULES.get(experiment.lr_schedule)(optimizer, experiment, total_steps)

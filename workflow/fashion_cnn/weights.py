@@ -18,6 +18,7 @@ from torch import nn
 from fashion_cnn.checkpoint import FORMAT, load_file
 from fashion_cnn.errors import UserError
 from fashion_cnn.files import atomic_path, write_json
+from fashion_cnn.settings import ExperimentSettings
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +161,11 @@ def apply_weights(model: nn.Module, model_name: str, source: Path, conv1_init: s
     return {"loaded": len(loaded), "fresh": kept_fresh}
 
 
-def initialise(model: nn.Module, experiment: dict, weights_input: str | None, strict: bool) -> str:
+def initialise(
+    model: nn.Module, experiment: ExperimentSettings, weights_input: str | None, strict: bool
+) -> str:
     """Apply the experiment's ``weights`` setting; returns the weights source for the metrics."""
-    choice = experiment["weights"]
+    choice = experiment.weights
     if choice == "none":
         return "random init"
     if choice == "imagenet":
@@ -170,13 +173,13 @@ def initialise(model: nn.Module, experiment: dict, weights_input: str | None, st
         if not status.get("available"):
             message = (
                 f"ImageNet weights unavailable ({status.get('reason')}); training ResNet-18 from "
-                f"RANDOM INITIALISATION — {fallback_mark(experiment['chapter_accuracy'])}"
+                f"RANDOM INITIALISATION — {fallback_mark(experiment.chapter_accuracy)}"
             )
             if strict:
                 raise UserError(message + ". pretrained.strict is true: fetch the weights first.")
             log.warning(message)
             return FALLBACK_SOURCE
-        apply_weights(model, experiment["model"], Path(status["path"]), experiment["conv1_init"])
-        return f"imagenet ({Path(status['path']).name}, conv1 {experiment['conv1_init']})"
-    apply_weights(model, experiment["model"], Path(choice), experiment["conv1_init"])
-    return f"file {choice} (conv1 {experiment['conv1_init']})"
+        apply_weights(model, experiment.model, Path(status["path"]), experiment.conv1_init)
+        return f"imagenet ({Path(status['path']).name}, conv1 {experiment.conv1_init})"
+    apply_weights(model, experiment.model, Path(choice), experiment.conv1_init)
+    return f"file {choice} (conv1 {experiment.conv1_init})"

@@ -1,0 +1,73 @@
+"""Typed, frozen settings, built once from the validated config and passed whole (after nanoGPT's
+``GPTConfig``): the engine, models, weights, optimizers and evaluation read attributes, not dict
+keys, and nothing can change a setting half-way through a run.
+
+Each field is a key of the config schema (``tests/test_settings.py`` holds the two equal), so a
+new key is added in the schema, here, and where it is used. Torch-free: the config layer, which
+Snakemake imports, may use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """What one experiment learns: ``experiments.<name>`` of the config, defaults filled in."""
+
+    description: str
+    model: str
+    width: int
+    precision: str
+    output_softmax: bool
+    weights: str
+    conv1_init: str
+    train_subset: int
+    augmentation: str
+    epochs: int
+    batch_size: int
+    optimizer: str
+    learning_rate: float
+    weight_decay: float
+    lr_schedule: str
+    label_smoothing: float
+    test_time_flip: bool
+    seed: int
+    chapter_accuracy: float | None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExperimentSettings:
+        return cls(**{field.name: values[field.name] for field in dataclasses.fields(cls)})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values, as checkpoints and metrics store them (loadable with weights_only)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> ExperimentSettings:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How training runs, not what it learns: the config's ``engine`` section."""
+
+    device: str
+    data_pipeline: str
+    channels_last: bool | str
+    precision: str
+    compile: bool | str
+    eval_batch_size: int
+    checkpoint_every_epochs: int
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EngineSettings:
+        return cls(**{field.name: values[field.name] for field in dataclasses.fields(cls)})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> EngineSettings:
+        return dataclasses.replace(self, **changes)
