@@ -11,11 +11,26 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
+
+
+class _Settings:
+    """Built from a validated config section; stored as plain values."""
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        return cls(**{field.name: values[field.name] for field in dataclasses.fields(cls)})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values, as checkpoints and metrics store them (loadable with weights_only)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> Self:
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
-class ExperimentSettings:
+class ExperimentSettings(_Settings):
     """What one experiment learns: ``experiments.<name>`` of the config, defaults filled in."""
 
     description: str
@@ -38,20 +53,9 @@ class ExperimentSettings:
     seed: int
     chapter_accuracy: float | None
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ExperimentSettings:
-        return cls(**{field.name: values[field.name] for field in dataclasses.fields(cls)})
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain values, as checkpoints and metrics store them (loadable with weights_only)."""
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes) -> ExperimentSettings:
-        return dataclasses.replace(self, **changes)
-
 
 @dataclass(frozen=True)
-class EngineSettings:
+class EngineSettings(_Settings):
     """How training runs, not what it learns: the config's ``engine`` section."""
 
     device: str
@@ -61,13 +65,3 @@ class EngineSettings:
     compile: bool | str
     eval_batch_size: int
     checkpoint_every_epochs: int
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> EngineSettings:
-        return cls(**{field.name: values[field.name] for field in dataclasses.fields(cls)})
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes) -> EngineSettings:
-        return dataclasses.replace(self, **changes)
