@@ -19,6 +19,7 @@ container: config["container"]
 
 wildcard_constraints:
     experiment=EXPERIMENT_NAMES,
+    seed="[0-9]+",
 
 
 include: "workflow/rules/data.smk"

@@ -95,6 +95,14 @@ def test_every_optional_schema_key_has_type_description_and_default():
             lambda c: c["experiments"]["cnn_baseline"].update(learning_rate="1e-3"),
             "YAML reads 1e-3 as text because the number has no decimal point: write 1.0e-3",
         ),
+        (
+            lambda c: c.update(comparisons=[{"a": "cnn_small_augmnted", "b": "cnn_small_plain"}]),
+            "comparisons.0.a names 'cnn_small_augmnted'",
+        ),
+        (
+            lambda c: c.update(comparisons=[{"a": "cnn_baseline", "b": "cnn_baseline"}]),
+            "compares cnn_baseline with itself",
+        ),
     ],
     ids=[
         "unknown key",
@@ -123,6 +131,8 @@ def test_every_optional_schema_key_has_type_description_and_default():
         "braces in the results folder",
         "control character in the results folder",
         "1e-3 read as text",
+        "unknown experiment in a comparison",
+        "an experiment compared with itself",
     ],
 )
 def test_bad_values_are_named_with_what_is_allowed(change, expected):
@@ -159,6 +169,7 @@ def test_conflicting_options_are_caught(experiment, expected):
     config = _raw()
     config["experiments"] = {"broken": experiment}
     config["run_experiments"] = ["broken"]
+    config["comparisons"] = []
     assert expected in _error(config)
 
 

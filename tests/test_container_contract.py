@@ -30,7 +30,7 @@ WORKING_RULES = {
     "train-model",
     "evaluate-model",
     "plot-filters",
-    "plot-history",
+    "aggregate-seeds",
     "export-onnx",
     "summarize",
 }

@@ -165,20 +165,28 @@ def _unlock(workdir: Path) -> None:
     assert unlock.returncode == 0
 
 
-# Ten kills across the workflow: (steps one of which must be running, what is killed). A job dies
-# within 2 s of starting, before it can finish, so every kill finds its step still to do.
-AFTER_TRAINING = {"evaluate-model", "export-onnx", "plot-filters", "plot-history", "summarize"}
+# Ten kills across the workflow: (steps one of which must be running, what is killed, the target
+# asked for). A job dies within 2 s of starting, before it can finish, so every kill finds its step
+# still to do; the evaluation and export kills ask for their own output alone, so that Snakemake's
+# choice of which job to run first cannot finish one of them before its turn.
+AFTER_TRAINING = {"evaluate-model", "export-onnx", "plot-filters", "aggregate-seeds", "summarize"}
+EXPERIMENT = "results/cnn_small_augmented"
+MODEL, METRICS, ONNX = (
+    f"{EXPERIMENT}/seed-42/model.pt",
+    f"{EXPERIMENT}/seed-42/metrics.json",
+    f"{EXPERIMENT}/model.onnx",
+)
 KILL_PLAN = [
-    ({"train-model"}, "job"),
-    ({"train-model"}, "snakemake"),
-    ({"train-model"}, "job"),
-    ({"train-model"}, "snakemake"),
-    ({"evaluate-model"}, "job"),
-    ({"evaluate-model"}, "snakemake"),
-    ({"export-onnx"}, "job"),
-    ({"export-onnx"}, "snakemake"),
-    (AFTER_TRAINING, "job"),
-    (AFTER_TRAINING, "snakemake"),
+    ({"train-model"}, "job", MODEL),
+    ({"train-model"}, "snakemake", MODEL),
+    ({"train-model"}, "job", MODEL),
+    ({"train-model"}, "snakemake", MODEL),
+    ({"evaluate-model"}, "job", METRICS),
+    ({"evaluate-model"}, "snakemake", METRICS),
+    ({"export-onnx"}, "job", ONNX),
+    ({"export-onnx"}, "snakemake", ONNX),
+    (AFTER_TRAINING, "job", None),
+    (AFTER_TRAINING, "snakemake", None),
 ]
 
 
@@ -190,8 +198,8 @@ def test_sigkill_at_random_moments_then_rerun_completes(tmp_path):
     rng = random.Random(20261128)
     workdir = tmp_path / "work"
     killed = []
-    for steps, victim in KILL_PLAN:
-        process = _run_workflow(workdir)
+    for steps, victim, target in KILL_PLAN:
+        process = _run_workflow(workdir, *([target] if target else []))
         job = _wait_for_job(process, steps)
         killed.append(_job_processes(process.pid).get(job))
         time.sleep(rng.uniform(0.1, 2.0))
@@ -223,7 +231,7 @@ def test_sigkill_at_random_moments_then_rerun_completes(tmp_path):
     assert report.read_text().rstrip().endswith("</html>")
 
     results = workdir / "results" / "cnn_small_augmented"
-    checkpoint = load_checkpoint(results / "model.pt")
+    checkpoint = load_checkpoint(results / "seed-42" / "model.pt")
     assert checkpoint["complete"] and checkpoint["progress"]["epoch"] == 60
     onnx.checker.check_model(onnx.load(str(results / "model.onnx")))
     metrics = json.loads((results / "metrics.json").read_text())
@@ -250,10 +258,10 @@ def _workstation_run(workdir: Path, *extra, configfiles=()) -> subprocess.Popen:
 def killed_then_rerun(tmp_path_factory):
     """Snakemake killed with its training job after two epochs, `--unlock`, then a plain rerun."""
     workdir = tmp_path_factory.mktemp("workstation")
-    target = "results/cnn_small_plain/model.pt"
+    target = "results/cnn_small_plain/seed-42/model.pt"
     process = _workstation_run(workdir, target)
     _wait_for_job(process, {"train-model"})
-    log = workdir / "results" / "logs" / "train_model" / "cnn_small_plain.log"
+    log = workdir / "results" / "logs" / "train_model" / "cnn_small_plain" / "seed-42.log"
     deadline = time.monotonic() + 300
     while not (log.exists() and " epoch  2/40" in log.read_text()):
         assert time.monotonic() < deadline and process.poll() is None, "training did not start"
@@ -279,7 +287,9 @@ def test_a_killed_snakemake_reruns_after_unlock_with_the_workstation_profile(kil
     assert code == 0, output[-3000:]
     assert "IncompleteFilesException" not in output
     assert "resuming cnn_small_plain from" in log
-    assert load_checkpoint(workdir / "results" / "cnn_small_plain" / "model.pt")["complete"]
+    assert load_checkpoint(workdir / "results" / "cnn_small_plain" / "seed-42" / "model.pt")[
+        "complete"
+    ]
 
 
 def test_a_second_snakemake_on_the_same_folder_stops_at_the_lock(killed_then_rerun):
@@ -296,7 +306,7 @@ def test_cuda_asked_for_without_a_gpu_removes_no_finished_output(killed_then_rer
     remove its outputs first; on a machine with no GPU it stops before that, with one paragraph."""
     workdir, code, _, _, _ = killed_then_rerun
     assert code == 0
-    model = workdir / "results" / "cnn_small_plain" / "model.pt"
+    model = workdir / "results" / "cnn_small_plain" / "seed-42" / "model.pt"
     before = (model.read_bytes(), model.stat().st_mtime_ns)
     cuda = tmp_path / "cuda.yaml"
     cuda.write_text("engine: {device: cuda}\n")

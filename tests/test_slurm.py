@@ -30,7 +30,6 @@ SUBMITTED_RULES = {  # every rule that is not a localrule
     "train_model",
     "evaluate_model",
     "plot_filters",
-    "plot_training_curves",
     "export_onnx",
 }
 LOCAL_RULES = {"download_data", "fetch_pretrained_weights", "summarize"}
@@ -114,7 +113,12 @@ def test_workflow_runs_through_sbatch(cluster, tmp_path):
         else:
             assert "gpu" not in gpus, job
     assert set(submitted) == SUBMITTED_RULES
-    assert len(job_ids) == len(SUBMITTED_RULES)
+    # each of the two seeds is its own training job and its own evaluation job
+    assert len(job_ids) == len(SUBMITTED_RULES) + 2
+    assert (results / "cnn_small_plain" / "seed-1" / "model.pt").is_file()
+    assert (results / "cnn_small_plain" / "seed-2" / "model.pt").is_file()
+    over_seeds = json.loads((results / "cnn_small_plain" / "metrics.json").read_text())
+    assert over_seeds["seeds"] == [1, 2] and over_seeds["test_accuracy_over_seeds"]["n"] == 2
 
     # inside the jobs, every command ran in the container with --nv (the stand-in recorded it)
     executions = [json.loads(line) for line in log.read_text().splitlines() if '"exec"' in line]

@@ -36,7 +36,12 @@ EXPERIMENTS = [
     "resnet18_finetune",
     "cnn_fast",
 ]
-PER_EXPERIMENT = [
+# tiny.yaml's seeds: cnn_small_plain has two replicates, the others one (config.yaml's seed)
+SEEDS = {name: [42] for name in EXPERIMENTS} | {
+    "cnn_small_plain": [42, 7],
+    "cnn_small_augmented": [42, 7],
+}
+PER_SEED = [
     "model.pt",
     "history.csv",
     "model_summary.txt",
@@ -44,6 +49,12 @@ PER_EXPERIMENT = [
     "confusion_matrix.csv",
     "confusion_matrix.png",
     "per_class_accuracy.csv",
+]
+PER_EXPERIMENT = [  # over the seeds, or of the representative seed
+    "metrics.json",
+    "per_seed.csv",
+    "model_summary.txt",
+    "confusion_matrix.png",
     "filters.png",
     "filters_layers.png",
     "training_curves.png",
@@ -95,8 +106,21 @@ def test_every_output_exists_and_parses(tiny_run):
         folder = results / experiment
         for name in PER_EXPERIMENT:
             assert (folder / name).is_file(), f"{experiment}/{name} missing"
-        checkpoint = load_checkpoint(folder / "model.pt")
-        assert checkpoint["experiment"] == experiment and checkpoint["complete"]
+        assert sorted(p.name for p in folder.glob("seed-*")) == sorted(
+            f"seed-{seed}" for seed in SEEDS[experiment]
+        )
+        for seed in SEEDS[experiment]:
+            replicate = folder / f"seed-{seed}"
+            for name in PER_SEED:
+                assert (replicate / name).is_file(), f"{experiment}/seed-{seed}/{name} missing"
+            checkpoint = load_checkpoint(replicate / "model.pt")
+            assert checkpoint["experiment"] == experiment and checkpoint["complete"]
+            assert checkpoint["seed"] == seed == read_json(replicate / "metrics.json")["seed"]
+            with open(replicate / "confusion_matrix.csv", newline="") as handle:
+                rows = list(csv.reader(handle))
+            assert len(rows) == 11 and sum(int(v) for row in rows[1:] for v in row[1:]) == 10000
+            history = read_rows(replicate / "history.csv")
+            assert len(history) == checkpoint["config"]["epochs"]
         onnx.checker.check_model(onnx.load(str(folder / "model.onnx")))
         assert read_json(folder / "onnx_check.json")["parity"]["passed"]
         for name in (
@@ -106,12 +130,34 @@ def test_every_output_exists_and_parses(tiny_run):
             "training_curves.png",
         ):
             assert_png(folder / name)
-        with open(folder / "confusion_matrix.csv", newline="") as handle:
-            rows = list(csv.reader(handle))
-        assert len(rows) == 11 and sum(int(v) for row in rows[1:] for v in row[1:]) == 10000
-        history = read_rows(folder / "history.csv")
-        assert len(history) == checkpoint["config"]["epochs"]
     assert not list(results.rglob(".*.partial"))
+
+
+def test_seeds_are_aggregated_and_one_seed_has_no_invented_spread(tiny_run):
+    """cnn_small_plain: two replicates, summarised from their own metrics; one-seed experiments
+    show n = 1 with no standard deviation and no interval."""
+    folder = tiny_run / RESULTS / "cnn_small_plain"
+    per_seed = [read_json(folder / f"seed-{seed}" / "metrics.json") for seed in (42, 7)]
+    accuracies = [metrics["test_accuracy"] for metrics in per_seed]
+    assert accuracies[0] != accuracies[1]  # two seeds, two different models
+    aggregate = read_json(folder / "metrics.json")
+    over_seeds = aggregate["test_accuracy_over_seeds"]
+    assert over_seeds["n"] == 2 and over_seeds["values"] == accuracies
+    assert over_seeds["mean"] == pytest.approx(sum(accuracies) / 2)
+    assert over_seeds["std"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / 2**0.5)
+    low, high = over_seeds["ci95"]
+    assert low < over_seeds["mean"] < high
+    assert aggregate["test_accuracy"] == over_seeds["mean"]
+    assert aggregate["seeds"] == [42, 7] and aggregate["representative_seed"] == 42
+    assert [int(row["seed"]) for row in read_rows(folder / "per_seed.csv")] == [42, 7]
+    single = read_json(tiny_run / RESULTS / "cnn_baseline" / "metrics.json")
+    assert single["test_accuracy_over_seeds"]["n"] == 1
+    assert single["test_accuracy_over_seeds"]["std"] is None
+    assert single["test_accuracy_over_seeds"]["ci95"] is None
+    rows = {row["experiment"]: row for row in read_rows(tiny_run / RESULTS / "summary/summary.csv")}
+    assert rows["cnn_small_plain"]["seeds_n"] == "2" and rows["cnn_baseline"]["seeds_n"] == "1"
+    markdown = (tiny_run / RESULTS / "summary" / "summary.md").read_text()
+    assert "(n=2)" in markdown and "(n=1)" in markdown
 
 
 def test_no_config_value_reached_the_shell(tiny_run):
@@ -123,11 +169,35 @@ def test_no_config_value_reached_the_shell(tiny_run):
     assert "file:///nowhere;touch${IFS}INJECTED_5{x}$(touch${IFS}INJECTED_6)/" in log
 
 
+def test_the_chapters_claim_is_a_paired_comparison_computed_by_scipy(tiny_run):
+    """config.yaml compares augmented and plain on 500 images; both ran seeds 42 and 7 here."""
+    from scipy import stats
+
+    rows = read_rows(tiny_run / RESULTS / "comparisons" / "comparisons.csv")
+    assert [(row["a"], row["b"]) for row in rows] == [("cnn_small_augmented", "cnn_small_plain")]
+    row = rows[0]
+    accuracy = {
+        name: [
+            read_json(tiny_run / RESULTS / name / f"seed-{seed}" / "metrics.json")["test_accuracy"]
+            for seed in (7, 42)
+        ]
+        for name in ("cnn_small_augmented", "cnn_small_plain")
+    }
+    expected = stats.ttest_rel(accuracy["cnn_small_augmented"], accuracy["cnn_small_plain"])
+    assert row["test"] == "paired t-test over seeds 7, 42"
+    assert float(row["p_value"]) == pytest.approx(expected.pvalue)
+    low, high = expected.confidence_interval()
+    assert (float(row["ci95_low"]), float(row["ci95_high"])) == pytest.approx((low, high))
+    assert "seed noise" in row["verdict"]
+    markdown = (tiny_run / RESULTS / "comparisons" / "comparisons.md").read_text()
+    assert "cnn_small_augmented − cnn_small_plain" in markdown
+
+
 def test_metrics_carry_provenance(tiny_run):
     metrics = read_json(tiny_run / RESULTS / "cnn_baseline" / "metrics.json")
     assert 0.1 <= metrics["test_accuracy"] <= 1 and metrics["test_images"] == 10000
     assert len(metrics["per_class_accuracy"]) == 10
-    assert metrics["seed"] == 42 and metrics["config"]["train_subset"] == 300
+    assert metrics["representative_seed"] == 42 and metrics["config"]["train_subset"] == 300
     assert metrics["training"]["seconds"] > 0 and metrics["training"]["images"] == 300
     assert metrics["training"]["device"].startswith("cpu")
     provenance = metrics["provenance"]
@@ -154,19 +224,16 @@ def test_summary_lists_every_experiment_with_its_accuracy(tiny_run):
 
 def test_every_job_has_a_log_and_costly_ones_a_benchmark(tiny_run):
     logs, benchmarks = tiny_run / RESULTS / "logs", tiny_run / RESULTS / "benchmarks"
-    for rule in (
-        "train_model",
-        "evaluate_model",
-        "export_onnx",
-        "plot_filters",
-        "plot_training_curves",
-    ):
-        for experiment in EXPERIMENTS:
+    for experiment in EXPERIMENTS:
+        for rule in ("export_onnx", "plot_filters", "aggregate_seeds"):
             assert (logs / rule / f"{experiment}.log").stat().st_size > 0
-    for rule in ("train_model", "evaluate_model", "export_onnx"):
-        for experiment in EXPERIMENTS:
-            assert (benchmarks / rule / f"{experiment}.tsv").read_text().startswith("s\t")
-    assert "epoch 1/1" in (logs / "train_model" / "cnn_baseline.log").read_text()
+        assert (benchmarks / "export_onnx" / f"{experiment}.tsv").read_text().startswith("s\t")
+        for seed in SEEDS[experiment]:
+            for rule in ("train_model", "evaluate_model"):
+                assert (logs / rule / experiment / f"seed-{seed}.log").stat().st_size > 0
+                tsv = benchmarks / rule / experiment / f"seed-{seed}.tsv"
+                assert tsv.read_text().startswith("s\t")
+    assert "epoch 1/1" in (logs / "train_model" / "cnn_baseline" / "seed-42.log").read_text()
 
 
 def test_a_second_run_has_nothing_to_do(tiny_run):
@@ -185,6 +252,7 @@ def test_report_renders_and_carries_the_accuracies(tiny_run, tmp_path):
     result = snakemake(tiny_run, "--report", report, configfiles=CONFIGFILES, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     html = report.read_text()
+    assert "Comparisons" in html and "comparisons.html" in html
     for row in read_rows(tiny_run / RESULTS / "summary" / "summary.csv"):
         assert f"{100 * float(row['test_accuracy']):.2f}%" in html, row["experiment"]
     screenshot = tmp_path / "report.png"

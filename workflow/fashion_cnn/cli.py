@@ -169,7 +169,29 @@ def cmd_plot_filters(args) -> None:
 def cmd_plot_history(args) -> None:
     from fashion_cnn.plots import plot_history
 
-    plot_history(Path(args.history), Path(args.output), args.title)
+    plot_history([Path(path) for path in args.history], Path(args.output), args.title)
+
+
+def cmd_aggregate_seeds(args) -> None:
+    from fashion_cnn.replicates import aggregate_seeds
+
+    if len(args.metrics) != len(args.histories):
+        raise UserError(
+            "aggregate-seeds needs one --histories file per --metrics file, in the same order."
+        )
+    aggregate_seeds(
+        [Path(path) for path in args.metrics],
+        [Path(path) for path in args.histories],
+        Path(args.representative_confusion_csv),
+        Path(args.representative_model_summary),
+        {
+            "metrics": Path(args.output_metrics),
+            "per_seed": Path(args.output_per_seed),
+            "curves": Path(args.output_curves),
+            "confusion_png": Path(args.output_confusion_png),
+            "model_summary": Path(args.output_model_summary),
+        },
+    )
 
 
 def cmd_export_onnx(args) -> None:
@@ -183,6 +205,25 @@ def cmd_export_onnx(args) -> None:
         Path(args.report),
         config["export"],
         args.threads,
+    )
+
+
+def cmd_compare_experiments(args) -> None:
+    from fashion_cnn.comparisons import write_comparisons
+    from fashion_cnn.files import read_json
+
+    paths = {read_json(path)["experiment"]: Path(path) for path in args.metrics}
+    for pair in args.pair:
+        missing = [name for name in pair if name not in paths]
+        if missing:
+            raise UserError(
+                f"compare-experiments: no --metrics file of {', '.join(missing)}; pass the "
+                "metrics.json (over seeds) of every experiment a --pair names."
+            )
+    write_comparisons(
+        [tuple(pair) for pair in args.pair],
+        paths,
+        {"csv": Path(args.csv), "markdown": Path(args.markdown), "html": Path(args.html)},
     )
 
 
@@ -315,8 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--chapter-figure", required=True)
     sub.add_argument("--layers-figure", required=True)
 
-    sub = command("plot-history", cmd_plot_history, "training loss and accuracy per epoch")
-    sub.add_argument("--history", required=True)
+    sub = command(
+        "plot-history", cmd_plot_history, "training loss and accuracy per epoch (mean over seeds)"
+    )
+    sub.add_argument("--history", nargs="+", required=True, help="one history.csv per seed")
     sub.add_argument("--output", required=True)
     sub.add_argument("--title", default="training")
 
@@ -331,6 +374,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--data", required=True)
     sub.add_argument("--onnx", required=True)
     sub.add_argument("--report", required=True)
+
+    sub = command(
+        "aggregate-seeds",
+        cmd_aggregate_seeds,
+        "one experiment over its seeds: mean, spread and 95%% interval; the representative seed's "
+        "figures",
+    )
+    sub.add_argument(
+        "--metrics", nargs="+", required=True, help="each seed's metrics.json, representative first"
+    )
+    sub.add_argument("--histories", nargs="+", required=True, help="each seed's history.csv")
+    sub.add_argument("--representative-confusion-csv", required=True)
+    sub.add_argument("--representative-model-summary", required=True)
+    for name in ("metrics", "per-seed", "curves", "confusion-png", "model-summary"):
+        sub.add_argument(f"--output-{name}", required=True)
+
+    sub = command(
+        "compare-experiments",
+        cmd_compare_experiments,
+        "differences in test accuracy over seeds, with their interval and a t-test",
+    )
+    sub.add_argument("--metrics", nargs="+", required=True, help="each experiment's metrics.json")
+    sub.add_argument(
+        "--pair", nargs=2, action="append", required=True, metavar=("A", "B"), help="compare A - B"
+    )
+    sub.add_argument("--csv", required=True)
+    sub.add_argument("--markdown", required=True)
+    sub.add_argument("--html", required=True)
 
     sub = command("summarize", cmd_summarize, "one table of every experiment")
     sub.add_argument("--metrics", nargs="+", required=True)

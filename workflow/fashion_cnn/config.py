@@ -193,6 +193,19 @@ def _check_consistency(config: dict) -> None:
                 f"under experiments.{suggestion} Defined experiments: {', '.join(sorted(experiments))}. "
                 + FIX
             )
+    for index, pair in enumerate(config["comparisons"]):
+        for side in ("a", "b"):
+            if pair[side] not in experiments:
+                close = difflib.get_close_matches(pair[side], list(experiments), n=1)
+                suggestion = f" Did you mean '{close[0]}'?" if close else ""
+                raise UserError(
+                    f"Config error: comparisons.{index}.{side} names '{pair[side]}', which is not "
+                    f"an experiment under experiments.{suggestion} " + FIX
+                )
+        if pair["a"] == pair["b"]:
+            raise UserError(
+                f"Config error: comparisons.{index} compares {pair['a']} with itself. " + FIX
+            )
     for name, experiment in experiments.items():
         where = f"experiments.{name}"
         weights = experiment["weights"]
@@ -238,6 +251,9 @@ def validate_config(config: dict) -> dict:
     if error is not None:
         raise UserError(_describe(error) + " " + FIX)
     _check_consistency(config)
+    for experiment in config["experiments"].values():
+        if experiment["seeds"] is None:
+            experiment["seeds"] = [experiment["seed"]]
     return config
 
 
@@ -276,16 +292,22 @@ def without_defaults(instance, schema: dict):
     return kept
 
 
-def experiment_settings(config: dict, experiment: str) -> str:
+def experiment_settings(config: dict, experiment: str, seed: int | None = None) -> str:
     """The part of the config one experiment's jobs depend on, as JSON for a rule's params.
 
     Rules pass it to the command line (which validates it and fills the defaults back in), so a
     job reruns when, and only when, its own settings change. Values equal to their schema default
-    are left out: a new option with a default does not rerun every finished experiment.
+    are left out: a new option with a default does not rerun every finished experiment. For one
+    replicate (``seed``), the experiment's seed is that seed and the list of seeds is left out:
+    adding a seed reruns no finished one.
     """
+    settings = dict(config["experiments"][experiment])
+    if seed is not None:
+        settings["seed"] = int(seed)
+        settings.pop("seeds")
     subset = {
         "run_experiments": [experiment],
-        "experiments": {experiment: config["experiments"][experiment]},
+        "experiments": {experiment: settings},
         "engine": config["engine"],
         "pretrained": config["pretrained"],
         "export": config["export"],

@@ -130,18 +130,26 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
-def plot_history(history_path: Path, output: Path, title: str) -> None:
-    history = read_history(history_path)
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = history.get("epoch", [])
-    loss_axis.plot(epochs, history.get("train_loss", []), marker="." if len(epochs) < 50 else None)
-    loss_axis.set(xlabel="epoch", ylabel="training loss", title=f"{title}: loss")
-    accuracy = [100 * value for value in history.get("train_accuracy", [])]
-    accuracy_axis.plot(
-        epochs, accuracy, marker="." if len(epochs) < 50 else None, color="tab:green"
-    )
-    accuracy_axis.set(xlabel="epoch", ylabel="training accuracy (%)", title=f"{title}: accuracy")
-    for axis in (loss_axis, accuracy_axis):
+def plot_history(history_paths: list[Path], output: Path, title: str) -> None:
+    """Training loss and accuracy per epoch: the mean over seeds, with a band of one standard
+    deviation either side when there are several (none for one seed)."""
+    histories = [read_history(path) for path in history_paths]
+    epochs = min(len(history.get("epoch", [])) for history in histories)
+    x = np.arange(1, epochs + 1)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    n = len(histories)
+    for axis, key, scale, color, label in (
+        (axes[0], "train_loss", 1, "tab:blue", "training loss"),
+        (axes[1], "train_accuracy", 100, "tab:green", "training accuracy (%)"),
+    ):
+        values = scale * np.array([history[key][:epochs] for history in histories])
+        mean = values.mean(axis=0)
+        axis.plot(x, mean, marker="." if epochs < 50 else None, color=color, label=f"mean of {n}")
+        if n > 1:
+            spread = values.std(axis=0, ddof=1)
+            axis.fill_between(x, mean - spread, mean + spread, color=color, alpha=0.25, lw=0)
+            axis.legend(loc="best", title="band: ± 1 std")
+        axis.set(xlabel="epoch", ylabel=label, title=f"{title}: {label.split(' (')[0]} (n={n})")
         axis.grid(alpha=0.3)
     _save(figure, output)
 

@@ -51,6 +51,7 @@ class ExperimentSettings(_Settings):
     label_smoothing: float
     test_time_flip: bool
     seed: int
+    seeds: list[int]  # the replicates; [seed] when the config leaves it out
     chapter_accuracy: float | None
 
 

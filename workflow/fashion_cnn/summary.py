@@ -1,14 +1,15 @@
-"""One table of every experiment: our test accuracy beside the chapter's, cost, device, weights."""
+"""One table of every experiment: our test accuracy (mean ± std over n seeds, with its 95%
+interval) beside the chapter's, cost, device, weights."""
 
 from __future__ import annotations
 
-import html
-import json
 import logging
 from pathlib import Path
 
 from fashion_cnn.engine import format_duration
-from fashion_cnn.files import write_csv, write_text
+from fashion_cnn.files import read_json, write_csv, write_text
+from fashion_cnn.stats import percent_with_spread
+from fashion_cnn.tables import html_page, markdown_table
 from fashion_cnn.weights import FALLBACK_SOURCE, fallback_mark
 
 log = logging.getLogger(__name__)
@@ -16,6 +17,11 @@ log = logging.getLogger(__name__)
 COLUMNS = [
     "experiment",
     "test_accuracy",
+    "seeds_n",
+    "test_accuracy_std",
+    "test_accuracy_ci95_low",
+    "test_accuracy_ci95_high",
+    "seeds",
     "chapter_accuracy",
     "parameters",
     "epochs",
@@ -30,20 +36,23 @@ COLUMNS = [
 ]
 
 
-def read_json(path: Path) -> dict:
-    with open(path) as handle:
-        return json.load(handle)
-
-
 def summary_rows(metrics_paths: list[Path], onnx_paths: list[Path]) -> list[dict]:
     rows = []
     for metrics_path, onnx_path in zip(metrics_paths, onnx_paths, strict=True):
         metrics, onnx = read_json(metrics_path), read_json(onnx_path)
         training = metrics["training"]
+        over_seeds = metrics["test_accuracy_over_seeds"]
+        interval = over_seeds["ci95"] or [None, None]
         rows.append(
             {
                 "experiment": metrics["experiment"],
                 "test_accuracy": metrics["test_accuracy"],
+                "seeds_n": over_seeds["n"],
+                "test_accuracy_std": over_seeds["std"],
+                "test_accuracy_ci95_low": interval[0],
+                "test_accuracy_ci95_high": interval[1],
+                "seeds": " ".join(str(seed) for seed in metrics["seeds"]),
+                "over_seeds": over_seeds,
                 "chapter_accuracy": metrics["chapter_accuracy"],
                 "parameters": metrics["parameters"],
                 "epochs": training["epochs"],
@@ -68,7 +77,7 @@ def display_rows(rows: list[dict]) -> list[list[str]]:
     """Rows for people: accuracy with its flag, durations and rates rounded."""
     shown = []
     for row in rows:
-        accuracy = _percent(row["test_accuracy"])
+        accuracy = percent_with_spread(row["over_seeds"])
         if row["weights_source"] == FALLBACK_SOURCE:
             accuracy += f" ({fallback_mark(row['chapter_accuracy'])})"
         shown.append(
@@ -90,7 +99,7 @@ def display_rows(rows: list[dict]) -> list[list[str]]:
 
 DISPLAY_HEADER = [
     "experiment",
-    "test accuracy",
+    "test accuracy (mean ± std, n seeds)",
     "chapter",
     "parameters",
     "epochs",
@@ -102,33 +111,14 @@ DISPLAY_HEADER = [
 ]
 
 
-def markdown_table(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(DISPLAY_HEADER) + " |", "|" + "---|" * len(DISPLAY_HEADER)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in display_rows(rows)]
-    return "\n".join(lines) + "\n"
-
-
-def html_table(rows: list[dict]) -> str:
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in DISPLAY_HEADER)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
-        for cells in display_rows(rows)
-    )
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>fashion-cnn summary</title>"
-        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
-        "td,th{border:1px solid #999;padding:4px 8px;text-align:left}</style></head><body>"
-        "<h2>fashion-cnn: test accuracy of every experiment</h2>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>\n"
-    )
-
-
 def write_summary(
     metrics_paths, onnx_paths, csv_path: Path, markdown_path: Path, html_path: Path
 ) -> list[dict]:
     rows = summary_rows([Path(p) for p in metrics_paths], [Path(p) for p in onnx_paths])
     write_csv(csv_path, COLUMNS, [[row[column] for column in COLUMNS] for row in rows])
-    write_text(markdown_path, markdown_table(rows))
-    write_text(html_path, html_table(rows))
-    log.info("summary of %d experiments:\n%s", len(rows), markdown_table(rows))
+    shown = display_rows(rows)
+    write_text(markdown_path, markdown_table(DISPLAY_HEADER, shown))
+    heading = "fashion-cnn: test accuracy of every experiment"
+    write_text(html_path, html_page("fashion-cnn summary", heading, DISPLAY_HEADER, shown))
+    log.info("summary of %d experiments:\n%s", len(rows), markdown_table(DISPLAY_HEADER, shown))
     return rows

@@ -13,6 +13,7 @@ from fashion_cnn.config import (  # noqa: E402
     validate_config,
 )
 from fashion_cnn.errors import UserError  # noqa: E402
+from fashion_cnn.stats import percent_with_spread  # noqa: E402
 from fashion_cnn.data import FILES as RAW_FILES  # noqa: E402
 
 try:
@@ -82,6 +83,39 @@ def experiment_path(experiment, filename):
     return f"{RESULTS}/{experiment}/{filename}"
 
 
+def seed_path(filename):
+    """One replicate's file: results/<experiment>/seed-<n>/<filename> (wildcards experiment, seed)."""
+    return f"{RESULTS}/{{experiment}}/seed-{{seed}}/{filename}"
+
+
+def get_seeds(wildcards):
+    return config["experiments"][wildcards.experiment]["seeds"]
+
+
+def get_seed_files(filename):
+    """Input function: ``filename`` of every seed of the experiment, the representative first."""
+
+    def files(wildcards):
+        return [
+            experiment_path(wildcards.experiment, f"seed-{seed}/{filename}")
+            for seed in get_seeds(wildcards)
+        ]
+
+    return files
+
+
+def get_representative_file(filename):
+    """Input function: ``filename`` of the representative seed, the first listed (chosen before
+    any result is known: see fashion_cnn/replicates.py)."""
+
+    def file(wildcards):
+        return experiment_path(
+            wildcards.experiment, f"seed-{get_seeds(wildcards)[0]}/{filename}"
+        )
+
+    return file
+
+
 def get_input_folder(wildcards, input):
     return str(Path(input[0]).parent)
 
@@ -99,6 +133,11 @@ def get_final_output():
         *(f"{RESULTS}/data/augmentation/{name}.png" for name in AUGMENTATION_FIGURES),
         *get_summary_outputs(),
     ]
+    if get_run_comparisons():
+        outputs += [
+            f"{RESULTS}/comparisons/comparisons.{suffix}"
+            for suffix in ("csv", "md", "html")
+        ]
     for experiment in config["run_experiments"]:
         outputs += [
             experiment_path(experiment, name)
@@ -123,6 +162,25 @@ def get_all_metrics(wildcards):
     return [experiment_path(name, "metrics.json") for name in config["run_experiments"]]
 
 
+def get_run_comparisons():
+    """The comparisons whose two experiments both run."""
+    running = set(config["run_experiments"])
+    return [pair for pair in config["comparisons"] if {pair["a"], pair["b"]} <= running]
+
+
+def get_compared_metrics(wildcards):
+    names = {pair[side] for pair in get_run_comparisons() for side in ("a", "b")}
+    return [experiment_path(name, "metrics.json") for name in sorted(names)]
+
+
+def get_comparison_arguments(wildcards):
+    return [
+        word
+        for pair in get_run_comparisons()
+        for word in ("--pair", pair["a"], pair["b"])
+    ]
+
+
 def get_all_onnx_checks(wildcards):
     return [
         experiment_path(name, "onnx_check.json") for name in config["run_experiments"]
@@ -130,8 +188,12 @@ def get_all_onnx_checks(wildcards):
 
 
 def get_experiment_settings(wildcards):
-    """The JSON a job's command line gets: only this experiment's settings, so only they rerun it."""
-    return experiment_settings(config, wildcards.experiment)
+    """The JSON a job's command line gets: only this replicate's settings, so only they rerun it."""
+    return experiment_settings(config, wildcards.experiment, int(wildcards.seed))
+
+
+def get_representative_settings(wildcards):
+    return experiment_settings(config, wildcards.experiment, get_seeds(wildcards)[0])
 
 
 def get_weights_input(wildcards):
@@ -162,7 +224,7 @@ def get_accuracy_labels(wildcards):
         import json
 
         data = json.loads(metrics.read_text())
-        labels["test accuracy"] = f"{100 * data['test_accuracy']:.2f}%"
+        labels["test accuracy"] = percent_with_spread(data["test_accuracy_over_seeds"])
         if data.get("chapter_accuracy") is not None:
             labels["chapter"] = f"{100 * data['chapter_accuracy']:.2f}%"
         labels["weights"] = data["weights_source"]

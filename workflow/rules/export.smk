@@ -3,7 +3,7 @@
 
 rule export_onnx:
     input:
-        model=f"{RESULTS}/{{experiment}}/model.pt",
+        model=get_representative_file("model.pt"),
         data=DATA,
     output:
         onnx=f"{RESULTS}/{{experiment}}/model.onnx",
@@ -19,7 +19,7 @@ rule export_onnx:
         f"{BENCHMARKS}/export_onnx/{{experiment}}.tsv"
     threads: 2
     params:
-        settings=get_experiment_settings,
+        settings=get_representative_settings,
     shell:
         "python -m fashion_cnn export-onnx --config-json {params.settings:q} --checkpoint {input.model:q}"
         " --data {input.data:q} --onnx {output.onnx:q} --report {output.check:q}"

@@ -46,7 +46,7 @@ rule plot_augmentations:
 
 rule plot_filters:
     input:
-        f"{RESULTS}/{{experiment}}/model.pt",
+        get_representative_file("model.pt"),
     output:
         chapter=report(
             f"{RESULTS}/{{experiment}}/filters.png",
@@ -68,20 +68,3 @@ rule plot_filters:
     shell:
         "python -m fashion_cnn plot-filters --checkpoint {input:q} --chapter-figure {output.chapter:q}"
         " --layers-figure {output.layers:q} --log {log:q}"
-
-
-rule plot_training_curves:
-    input:
-        f"{RESULTS}/{{experiment}}/history.csv",
-    output:
-        report(
-            f"{RESULTS}/{{experiment}}/training_curves.png",
-            caption="../report/training_curves.rst",
-            category="{experiment}",
-            labels={"experiment": "{experiment}", "figure": "training curves"},
-        ),
-    log:
-        f"{LOGS}/plot_training_curves/{{experiment}}.log",
-    shell:
-        "python -m fashion_cnn plot-history --history {input:q} --output {output:q} --title {wildcards.experiment:q}"
-        " --log {log:q}"

@@ -1,4 +1,4 @@
-# Training: one rule, one loop, for every experiment in config.yaml.
+# Training: one rule, one loop, for every experiment in config.yaml; one job per seed.
 
 
 rule train_model:
@@ -6,18 +6,13 @@ rule train_model:
         data=DATA,
         weights=get_weights_input,
     output:
-        model=f"{RESULTS}/{{experiment}}/model.pt",
-        history=f"{RESULTS}/{{experiment}}/history.csv",
-        summary=report(
-            f"{RESULTS}/{{experiment}}/model_summary.txt",
-            caption="../report/model_summary.rst",
-            category="{experiment}",
-            labels={"experiment": "{experiment}", "figure": "model summary"},
-        ),
+        model=seed_path("model.pt"),
+        history=seed_path("history.csv"),
+        summary=seed_path("model_summary.txt"),
     log:
-        f"{LOGS}/train_model/{{experiment}}.log",
+        f"{LOGS}/train_model/{{experiment}}/seed-{{seed}}.log",
     benchmark:
-        f"{BENCHMARKS}/train_model/{{experiment}}.tsv"
+        f"{BENCHMARKS}/train_model/{{experiment}}/seed-{{seed}}.tsv"
     threads: 4
     params:
         settings=get_experiment_settings,
