@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from fashion_cnn.files import read_json, write_csv, write_text
+from fashion_cnn.stats import percent
 from fashion_cnn.tables import html_page, markdown_table
 
 log = logging.getLogger(__name__)
@@ -91,10 +92,6 @@ def compare(a: dict, b: dict) -> dict:
     return row
 
 
-def _percent(value) -> str:
-    return "—" if value is None else f"{100 * value:.2f}%"
-
-
 def _display(row: dict) -> list[str]:
     interval = (
         "—"
@@ -103,7 +100,7 @@ def _display(row: dict) -> list[str]:
     )
     return [
         f"{row['a']} − {row['b']}",
-        f"{_percent(row['mean_a'])} (n={row['n_a']}) vs {_percent(row['mean_b'])} (n={row['n_b']})",
+        f"{percent(row['mean_a'])} (n={row['n_a']}) vs {percent(row['mean_b'])} (n={row['n_b']})",
         f"{100 * row['difference']:+.2f} points",
         interval,
         row["test"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import difflib
+import functools
 import json
 import math
 import os
@@ -28,9 +29,15 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schem
 FIX = "Fix it in config.yaml (or in the --config/--configfile override that sets it)."
 
 
-def load_schema() -> dict:
+@functools.cache
+def _schema() -> dict:
     with open(SCHEMA_PATH) as handle:
         return yaml.safe_load(handle)
+
+
+def load_schema() -> dict:
+    """The config schema, read once per process; each caller gets its own copy."""
+    return copy.deepcopy(_schema())
 
 
 def read_config_file(path: str | os.PathLike) -> dict:
@@ -325,7 +332,7 @@ def default_engine_settings() -> EngineSettings:
 def schema_at(dotted: str) -> dict:
     """The subschema of one key, e.g. ``engine.device``; ``experiments.*.seed`` for experiment
     keys."""
-    node = load_schema()
+    node = load_schema()  # a copy: argparse types and checkpoint checks may keep it
     for part in dotted.split("."):
         node = node["additionalProperties"] if part == "*" else node["properties"][part]
     return node

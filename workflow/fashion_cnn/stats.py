@@ -6,8 +6,6 @@ Snakemake imports this module for report labels; scipy is imported only where it
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 CONFIDENCE = 0.95
@@ -42,9 +40,14 @@ def describe(values: list[float]) -> dict:
     return summary
 
 
+def percent(value: float | None) -> str:
+    """A fraction as a percentage with two decimals; '—' for none."""
+    return "—" if value is None else f"{100 * value:.2f}%"
+
+
 def percent_with_spread(summary: dict) -> str:
     """'91.40% ± 0.31 (n=3)': mean and standard deviation in points; 'n=1' alone for one run."""
     mean = 100 * summary["mean"]
-    if summary["std"] is None or math.isnan(summary["std"]):
+    if summary["std"] is None:
         return f"{mean:.2f}% (n={summary['n']})"
     return f"{mean:.2f}% ± {100 * summary['std']:.2f} (n={summary['n']})"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fashion_cnn.engine import format_duration
 from fashion_cnn.files import read_json, write_csv, write_text
-from fashion_cnn.stats import percent_with_spread
+from fashion_cnn.stats import percent, percent_with_spread
 from fashion_cnn.tables import html_page, markdown_table
 from fashion_cnn.weights import FALLBACK_SOURCE, fallback_mark
 
@@ -69,10 +69,6 @@ def summary_rows(metrics_paths: list[Path], onnx_paths: list[Path]) -> list[dict
     return rows
 
 
-def _percent(value) -> str:
-    return "—" if value is None else f"{100 * value:.2f}%"
-
-
 def display_rows(rows: list[dict]) -> list[list[str]]:
     """Rows for people: accuracy with its flag, durations and rates rounded."""
     shown = []
@@ -84,7 +80,7 @@ def display_rows(rows: list[dict]) -> list[list[str]]:
             [
                 row["experiment"],
                 accuracy,
-                _percent(row["chapter_accuracy"]),
+                percent(row["chapter_accuracy"]),
                 f"{row['parameters']:,}",
                 str(row["epochs"]),
                 format_duration(row["training_seconds"]),
