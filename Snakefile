@@ -18,8 +18,9 @@ container: config["container"]
 
 
 wildcard_constraints:
-    experiment=EXPERIMENT_NAMES,
+    experiment=RUN_NAMES,
     seed="[0-9]+",
+    sweep=SWEEP_NAMES,
 
 
 include: "workflow/rules/data.smk"

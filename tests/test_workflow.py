@@ -236,6 +236,37 @@ def test_every_job_has_a_log_and_costly_ones_a_benchmark(tiny_run):
     assert "epoch 1/1" in (logs / "train_model" / "cnn_baseline" / "seed-42.log").read_text()
 
 
+def test_a_sweep_point_is_a_run_of_its_own_and_the_table_marks_the_best(tiny_run):
+    """tiny.yaml's 2-point sweep on 2 seeds: one folder per point with a replicate per seed, an
+    aggregate per point, and the sweep's table and plot. Its point learning_rate=0.001 is
+    cnn_small_plain's recipe, so it reproduces that experiment's accuracies seed by seed."""
+    sweep = tiny_run / RESULTS / "sweeps" / "tiny_lr"
+    points = ["learning_rate=0.001", "learning_rate=0.003"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == points
+    for point in points:
+        for seed in (42, 7):
+            replicate = sweep / point / f"seed-{seed}"
+            checkpoint = load_checkpoint(replicate / "model.pt")
+            assert checkpoint["experiment"] == f"sweeps/tiny_lr/{point}"
+            assert checkpoint["seed"] == seed
+            assert f"learning_rate={checkpoint['config']['learning_rate']}" == point
+        aggregate = read_json(sweep / point / "metrics.json")
+        assert aggregate["seeds"] == [42, 7]
+        assert aggregate["test_accuracy_over_seeds"]["n"] == 2
+    same = read_json(sweep / points[0] / "metrics.json")["test_accuracy_over_seeds"]["values"]
+    base = read_json(tiny_run / RESULTS / "cnn_small_plain" / "metrics.json")
+    assert same == base["test_accuracy_over_seeds"]["values"]
+    rows = read_rows(sweep / "sweep.csv")
+    assert [row["point"] for row in rows] == points
+    assert sorted(row["best"] for row in rows) == ["False", "True"]
+    best = next(row for row in rows if row["best"] == "True")
+    assert float(best["mean"]) == max(float(row["mean"]) for row in rows)
+    other = next(row for row in rows if row["best"] == "False")
+    assert 0 <= float(other["p_value"]) <= 1 and float(other["difference_to_best"]) <= 0
+    assert "(n=2)" in (sweep / "sweep.md").read_text()
+    assert_png(sweep / "sweep.png")
+
+
 def test_a_second_run_has_nothing_to_do(tiny_run):
     result = snakemake(tiny_run, "--cores", "2", "--dry-run", configfiles=CONFIGFILES, timeout=300)
     assert result.returncode == 0
@@ -253,6 +284,7 @@ def test_report_renders_and_carries_the_accuracies(tiny_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     html = report.read_text()
     assert "Comparisons" in html and "comparisons.html" in html
+    assert "Sweep tiny_lr" in html and "sweep.png" in html
     for row in read_rows(tiny_run / RESULTS / "summary" / "summary.csv"):
         assert f"{100 * float(row['test_accuracy']):.2f}%" in html, row["experiment"]
     screenshot = tmp_path / "report.png"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import sys
 from pathlib import Path
@@ -121,7 +122,7 @@ def cmd_train_model(args) -> None:
 
     config, experiment = _experiment(args)
     job = TrainingJob(
-        name=args.experiment,
+        name=args.name or args.experiment,
         experiment=ExperimentSettings.from_dict(experiment),
         engine=EngineSettings.from_dict(config["engine"]),
         data_path=Path(args.data),
@@ -224,6 +225,27 @@ def cmd_compare_experiments(args) -> None:
         [tuple(pair) for pair in args.pair],
         paths,
         {"csv": Path(args.csv), "markdown": Path(args.markdown), "html": Path(args.html)},
+    )
+
+
+def cmd_summarize_sweep(args) -> None:
+    from fashion_cnn.sweeps import summarize_sweep
+
+    try:
+        definition = json.loads(args.definition)
+    except json.JSONDecodeError as error:
+        raise UserError(
+            f"summarize-sweep: --definition is not valid JSON ({error}). Quote it in the shell."
+        ) from error
+    summarize_sweep(
+        definition,
+        [Path(path) for path in args.metrics],
+        {
+            "csv": Path(args.csv),
+            "markdown": Path(args.markdown),
+            "html": Path(args.html),
+            "plot": Path(args.plot),
+        },
     )
 
 
@@ -333,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--history", required=True, help="per-epoch history CSV to write")
     sub.add_argument("--summary", required=True, help="model summary table to write")
     sub.add_argument("--weights-status", help="status JSON of fetch-weights (weights: imagenet)")
+    sub.add_argument(
+        "--name",
+        help="the run's name in its checkpoint and metrics (default: --experiment); a sweep's "
+        "point is named sweeps/<sweep>/<key>=<value>,...",
+    )
 
     sub = command(
         "evaluate-model",
@@ -402,6 +429,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--csv", required=True)
     sub.add_argument("--markdown", required=True)
     sub.add_argument("--html", required=True)
+
+    sub = command(
+        "summarize-sweep",
+        cmd_summarize_sweep,
+        "a sweep's table (mean, 95%% interval, the best point) and its plot",
+    )
+    sub.add_argument(
+        "--definition", required=True, help="the sweep as JSON: name, experiment, keys, points"
+    )
+    sub.add_argument(
+        "--metrics",
+        nargs="+",
+        required=True,
+        help="each point's metrics.json, in the sweep's order",
+    )
+    sub.add_argument("--csv", required=True)
+    sub.add_argument("--markdown", required=True)
+    sub.add_argument("--html", required=True)
+    sub.add_argument("--plot", required=True)
 
     sub = command("summarize", cmd_summarize, "one table of every experiment")
     sub.add_argument("--metrics", nargs="+", required=True)

@@ -24,6 +24,13 @@ import yaml
 
 from fashion_cnn.errors import UserError
 from fashion_cnn.settings import EngineSettings
+from fashion_cnn.sweeps import (
+    NOT_SWEPT,
+    SWEEPS_FOLDER,
+    RunSpec,
+    point_settings,
+    sweep_points,
+)
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 FIX = "Fix it in config.yaml (or in the --config/--configfile override that sets it)."
@@ -146,9 +153,19 @@ def _describe(error: jsonschema.ValidationError, where: str | None = None) -> st
         )
     if kind == "propertyNames" or "propertyNames" in error.schema_path:
         return (
-            f"Config error: experiment name {value} in {where} is not allowed; use lower-case "
+            f"Config error: {'sweep' if where == 'sweeps' else 'experiment'} name {value} in "
+            f"{where} is not allowed; use lower-case "
             "letters, digits and underscores, starting with a letter (it becomes a folder name)."
         )
+    if kind == "minItems":
+        return (
+            f"Config error: {where} = {value} has too few values; give at least "
+            f"{error.validator_value}{hint}."
+        )
+    if kind == "uniqueItems":
+        return f"Config error: {where} = {value} lists a value twice; list each once{hint}."
+    if kind == "minProperties":
+        return f"Config error: {where} is empty; give it at least one key{hint}."
     if kind == "minLength" and error.validator_value == 1:
         return f"Config error: {where} is empty{hint}; give it a value."
     if kind == "pattern":
@@ -214,31 +231,116 @@ def _check_consistency(config: dict) -> None:
                 f"Config error: comparisons.{index} compares {pair['a']} with itself. " + FIX
             )
     for name, experiment in experiments.items():
-        where = f"experiments.{name}"
-        weights = experiment["weights"]
-        if weights == "imagenet" and experiment["model"] != "resnet18":
+        if name in RESERVED_NAMES:
             raise UserError(
-                f'Config error: {where}.weights = "imagenet" needs model resnet18, but the model '
-                f"is {experiment['model']}. Use weights: none, a path to a .pth file, or model: resnet18."
+                f"Config error: experiments.{name}: '{name}' is the name of a folder the workflow "
+                f"keeps beside the experiments in results/ ({', '.join(sorted(RESERVED_NAMES))}). "
+                "Rename the experiment."
             )
-        if experiment["conv1_init"] != "random" and (
-            experiment["model"] != "resnet18" or weights == "none"
-        ):
+        _check_experiment(f"experiments.{name}", experiment)
+    _check_sweeps(config)
+
+
+# Folders in results/ that are not experiments.
+RESERVED_NAMES = {"benchmarks", "comparisons", "data", "logs", "summary", SWEEPS_FOLDER}
+
+
+def _check_experiment(where: str, experiment: dict, key=None) -> None:
+    """Conflicts between one experiment's keys (an experiment, or a sweep's point). ``where``
+    names the experiment; ``key(name)`` names one of its keys (default: where.name)."""
+    key = key or (lambda name: f"{where}.{name}")
+    weights = experiment["weights"]
+    if weights == "imagenet" and experiment["model"] != "resnet18":
+        raise UserError(
+            f'Config error: {key("weights")} = "imagenet" needs model resnet18, but the model '
+            f"is {experiment['model']}. Use weights: none, a path to a .pth file, or model: resnet18."
+        )
+    if experiment["conv1_init"] != "random" and (
+        experiment["model"] != "resnet18" or weights == "none"
+    ):
+        raise UserError(
+            f'Config error: {key("conv1_init")} = "{experiment["conv1_init"]}" averages '
+            "pretrained RGB filters, so it needs model resnet18 with weights imagenet or a "
+            "path. Set conv1_init: random, or give pretrained weights."
+        )
+    if weights not in ("none", "imagenet") and not Path(weights).is_file():
+        raise UserError(
+            f'Config error: {key("weights")} = "{weights}" is neither none nor imagenet, so '
+            "it is read as a path to a .pth state_dict, and no such file exists. Give the "
+            "right path (relative to the folder you run snakemake in), or use none or imagenet."
+        )
+    if experiment["output_softmax"] and experiment["label_smoothing"] > 0:
+        raise UserError(
+            f"Config error: {where} sets both output_softmax and label_smoothing; the "
+            "chapter's softmax-then-CrossEntropyLoss reproduction is meant to be exact. Use one."
+        )
+
+
+def _check_sweeps(config: dict) -> None:
+    """Every sweep names an experiment, sweeps keys an experiment has, and gives each key values
+    that key accepts (checked with the experiment schema, as in an experiment); its points have
+    distinct folder names. run_sweeps names sweeps."""
+    experiments = config["experiments"]
+    experiment_schema = _schema()["properties"]["experiments"]["additionalProperties"]
+    validator = jsonschema.Draft202012Validator(experiment_schema)
+    for name, sweep in config["sweeps"].items():
+        where = f"sweeps.{name}"
+        base = sweep["experiment"]
+        if base not in experiments:
+            close = difflib.get_close_matches(base, list(experiments), n=1)
+            suggestion = f" Did you mean '{close[0]}'?" if close else ""
             raise UserError(
-                f'Config error: {where}.conv1_init = "{experiment["conv1_init"]}" averages '
-                "pretrained RGB filters, so it needs model resnet18 with weights imagenet or a "
-                "path. Set conv1_init: random, or give pretrained weights."
+                f"Config error: {where}.experiment names '{base}', which is not an experiment "
+                f"under experiments.{suggestion} Defined experiments: "
+                f"{', '.join(sorted(experiments))}. " + FIX
             )
-        if weights not in ("none", "imagenet") and not Path(weights).is_file():
-            raise UserError(
-                f'Config error: {where}.weights = "{weights}" is neither none nor imagenet, so '
-                "it is read as a path to a .pth state_dict, and no such file exists. Give the "
-                "right path (relative to the folder you run snakemake in), or use none or imagenet."
+        known = sorted(experiment_schema["properties"])
+        for key, values in sweep["grid"].items():
+            if key in NOT_SWEPT:
+                raise UserError(
+                    f"Config error: {where}.grid sweeps '{key}', which a sweep does not set: "
+                    f"{NOT_SWEPT[key]}. " + FIX
+                )
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                suggestion = f" Did you mean '{close[0]}'?" if close else ""
+                raise UserError(
+                    f"Config error: {where}.grid sweeps '{key}', which is not an experiment key."
+                    f"{suggestion} Experiment keys: {', '.join(known)}. " + FIX
+                )
+            for index, value in enumerate(values):
+                trial = dict(experiments[base], **{key: value})
+                error = jsonschema.exceptions.best_match(validator.iter_errors(trial))
+                if error is not None:
+                    raise UserError(
+                        _describe(error, where=f"{where}.grid.{key}[{index}]")
+                        + f" (Every value in a grid is checked as experiments.{base}.{key} would be.) "
+                        + FIX
+                    )
+        folders: dict[str, dict] = {}
+        for point in sweep_points(name, sweep):
+            if point.folder in folders:
+                raise UserError(
+                    f"Config error: {where}.grid gives two points the same folder name "
+                    f"'{point.folder}': {json.dumps(folders[point.folder])} and "
+                    f"{json.dumps(point.values)}. A value is listed twice, or two values differ "
+                    "only in characters a folder name cannot hold. List each value once. " + FIX
+                )
+            folders[point.folder] = point.values
+        for point in sweep_points(name, sweep):
+            _check_experiment(
+                f"{where}, point {point.folder},",
+                point_settings(config, point),
+                key=lambda key, point=point: f"{key} ({where}, point {point.folder})",
             )
-        if experiment["output_softmax"] and experiment["label_smoothing"] > 0:
+    for name in config["run_sweeps"]:
+        if name not in config["sweeps"]:
+            close = difflib.get_close_matches(name, list(config["sweeps"]), n=1)
+            suggestion = f" Did you mean '{close[0]}'?" if close else ""
+            defined = ", ".join(sorted(config["sweeps"])) or "none"
             raise UserError(
-                f"Config error: {where} sets both output_softmax and label_smoothing; the "
-                "chapter's softmax-then-CrossEntropyLoss reproduction is meant to be exact. Use one."
+                f"Config error: run_sweeps names '{name}', which is not a sweep under "
+                f"sweeps.{suggestion} Defined sweeps: {defined}. " + FIX
             )
 
 
@@ -299,7 +401,7 @@ def without_defaults(instance, schema: dict):
     return kept
 
 
-def experiment_settings(config: dict, experiment: str, seed: int | None = None) -> str:
+def experiment_settings(config: dict, run: str | RunSpec, seed: int | None = None) -> str:
     """The part of the config one experiment's jobs depend on, as JSON for a rule's params.
 
     Rules pass it to the command line (which validates it and fills the defaults back in), so a
@@ -308,7 +410,10 @@ def experiment_settings(config: dict, experiment: str, seed: int | None = None) 
     replicate (``seed``), the experiment's seed is that seed and the list of seeds is left out:
     adding a seed reruns no finished one.
     """
-    settings = dict(config["experiments"][experiment])
+    if isinstance(run, str):
+        run = RunSpec(run, run, config["experiments"][run])
+    experiment = run.experiment  # a sweep's point: its base experiment, with the point's values
+    settings = dict(run.settings)
     if seed is not None:
         settings["seed"] = int(seed)
         settings.pop("seeds")

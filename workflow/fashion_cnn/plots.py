@@ -174,3 +174,67 @@ def plot_confusion_matrix(matrix: np.ndarray, output: Path, title: str) -> None:
                 color="white" if matrix[i, j] > threshold else "black",
             )
     _save(figure, output)
+
+
+def plot_sweep(definition: dict, metrics: list[dict], best_index: int, output: Path) -> None:
+    """Test accuracy against each swept key: the mean over seeds with its 95% interval as error
+    bars (none for n = 1), one line per combination of the other keys, the best point starred."""
+    from fashion_cnn.sweeps import format_value
+
+    keys, points = definition["keys"], definition["points"]
+    summaries = [data["test_accuracy_over_seeds"] for data in metrics]
+    figure, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.2), squeeze=False)
+    for axis, key in zip(axes[0], keys, strict=True):
+        ticks = list(dict.fromkeys(format_value(point["values"][key]) for point in points))
+        others = [other for other in keys if other != key]
+        series: dict[str, list[int]] = {}
+        for index, point in enumerate(points):
+            label = ", ".join(f"{o}={format_value(point['values'][o])}" for o in others)
+            series.setdefault(label or "mean over seeds", []).append(index)
+        width = 0.08 * (len(series) - 1)
+        for number, (label, indices) in enumerate(series.items()):
+            offset = -width / 2 + (0.08 * number if len(series) > 1 else 0)
+            x = [ticks.index(format_value(points[i]["values"][key])) + offset for i in indices]
+            y = [100 * summaries[i]["mean"] for i in indices]
+            errors = [
+                (0.0, 0.0)
+                if summaries[i]["ci95"] is None
+                else (
+                    100 * (summaries[i]["mean"] - summaries[i]["ci95"][0]),
+                    100 * (summaries[i]["ci95"][1] - summaries[i]["mean"]),
+                )
+                for i in indices
+            ]
+            axis.errorbar(
+                x, y, yerr=np.array(errors).T, marker="o", capsize=4, label=label, linewidth=1.5
+            )
+            if best_index in indices:
+                spot = indices.index(best_index)
+                axis.plot(
+                    x[spot],
+                    y[spot],
+                    marker="*",
+                    markersize=16,
+                    color="gold",
+                    markeredgecolor="black",
+                    linestyle="none",
+                    zorder=5,
+                )
+        axis.set_xticks(range(len(ticks)), ticks)
+        axis.set_xlabel(key)
+        axis.set_ylabel("test accuracy (%)")
+        axis.grid(alpha=0.3)
+        if len(series) > 1 or others:
+            axis.legend(fontsize="small")
+    counts = sorted({summary["n"] for summary in summaries})
+    bars = (
+        "no error bars (n = 1)"
+        if counts == [1]
+        else "error bars: 95% interval of the mean (t distribution)"
+    )
+    n_text = "n = " + "/".join(map(str, counts)) + " seeds per point"
+    figure.suptitle(
+        f"sweep {definition['name']} ({definition['experiment']}): {n_text}; {bars}; "
+        "star: best mean"
+    )
+    _save(figure, output)

@@ -1,3 +1,4 @@
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from fashion_cnn.config import (  # noqa: E402
 from fashion_cnn.errors import UserError  # noqa: E402
 from fashion_cnn.stats import percent_with_spread  # noqa: E402
 from fashion_cnn.data import FILES as RAW_FILES  # noqa: E402
+from fashion_cnn.sweeps import all_runs, sweep_definition  # noqa: E402
 
 try:
     validate_config(config)
@@ -75,8 +77,12 @@ shell.prefix(
 )
 
 
-# Experiment wildcards match only the names in the config (so results/data/... is no experiment).
-EXPERIMENT_NAMES = "|".join(sorted(config["experiments"]))
+# What trains over seeds: every experiment, and every point of every sweep (a run named
+# sweeps/<sweep>/<key>=<value>,..., which is also its folder). The `experiment` wildcard matches
+# only these names (so results/data/... is no experiment).
+RUNS = all_runs(config)
+RUN_NAMES = "|".join(re.escape(name) for name in sorted(RUNS))
+SWEEP_NAMES = "|".join(sorted(config["sweeps"])) or "(?!)"
 
 
 def experiment_path(experiment, filename):
@@ -89,7 +95,12 @@ def seed_path(filename):
 
 
 def get_seeds(wildcards):
-    return config["experiments"][wildcards.experiment]["seeds"]
+    return RUNS[wildcards.experiment].settings["seeds"]
+
+
+def get_base_experiment(wildcards):
+    """The config entry a run starts from: itself, or a sweep point's base experiment."""
+    return RUNS[wildcards.experiment].experiment
 
 
 def get_seed_files(filename):
@@ -138,6 +149,8 @@ def get_final_output():
             f"{RESULTS}/comparisons/comparisons.{suffix}"
             for suffix in ("csv", "md", "html")
         ]
+    for sweep in config["run_sweeps"]:
+        outputs += get_sweep_outputs(sweep)
     for experiment in config["run_experiments"]:
         outputs += [
             experiment_path(experiment, name)
@@ -152,6 +165,31 @@ def get_final_output():
             )
         ]
     return outputs
+
+
+SWEEP_SUFFIXES = ("csv", "md", "html", "png")
+
+
+def sweep_path(sweep, filename):
+    return f"{RESULTS}/sweeps/{sweep}/{filename}"
+
+
+def get_sweep_outputs(sweep):
+    return [sweep_path(sweep, f"sweep.{suffix}") for suffix in SWEEP_SUFFIXES]
+
+
+def get_sweep_metrics(wildcards):
+    """Every point's metrics over seeds, in the sweep's order."""
+    definition = sweep_definition(config, wildcards.sweep)
+    return [
+        experiment_path(point["run"], "metrics.json") for point in definition["points"]
+    ]
+
+
+def get_sweep_definition(wildcards):
+    import json
+
+    return json.dumps(sweep_definition(config, wildcards.sweep), sort_keys=True)
 
 
 def get_summary_outputs():
@@ -189,15 +227,17 @@ def get_all_onnx_checks(wildcards):
 
 def get_experiment_settings(wildcards):
     """The JSON a job's command line gets: only this replicate's settings, so only they rerun it."""
-    return experiment_settings(config, wildcards.experiment, int(wildcards.seed))
+    return experiment_settings(config, RUNS[wildcards.experiment], int(wildcards.seed))
 
 
 def get_representative_settings(wildcards):
-    return experiment_settings(config, wildcards.experiment, get_seeds(wildcards)[0])
+    return experiment_settings(
+        config, RUNS[wildcards.experiment], get_seeds(wildcards)[0]
+    )
 
 
 def get_weights_input(wildcards):
-    weights = config["experiments"][wildcards.experiment]["weights"]
+    weights = RUNS[wildcards.experiment].settings["weights"]
     if weights == "imagenet":
         return WEIGHTS_STATUS
     if weights != "none":
@@ -206,7 +246,7 @@ def get_weights_input(wildcards):
 
 
 def get_weights_argument(wildcards, input):
-    if config["experiments"][wildcards.experiment]["weights"] == "imagenet":
+    if RUNS[wildcards.experiment].settings["weights"] == "imagenet":
         return ["--weights-status", input.weights]
     return []
 

@@ -24,6 +24,35 @@ rule compare_experiments:
         " --csv {output.csv:q} --markdown {output.markdown:q} --html {output.html:q} --log {log:q}"
 
 
+rule summarize_sweep:
+    input:
+        metrics=get_sweep_metrics,
+    output:
+        csv=sweep_path("{sweep}", "sweep.csv"),
+        markdown=sweep_path("{sweep}", "sweep.md"),
+        html=report(
+            sweep_path("{sweep}", "sweep.html"),
+            caption="../report/sweep_table.rst",
+            category="Sweep {sweep}",
+            labels={"sweep": "{sweep}", "figure": "table of every point"},
+        ),
+        plot=report(
+            sweep_path("{sweep}", "sweep.png"),
+            caption="../report/sweep_plot.rst",
+            category="Sweep {sweep}",
+            labels={"sweep": "{sweep}", "figure": "test accuracy against each key"},
+        ),
+    log:
+        f"{LOGS}/summarize_sweep/{{sweep}}.log",
+    localrule: True
+    params:
+        definition=get_sweep_definition,
+    shell:
+        "python -m fashion_cnn summarize-sweep --definition {params.definition:q} --metrics {input.metrics:q}"
+        " --csv {output.csv:q} --markdown {output.markdown:q} --html {output.html:q}"
+        " --plot {output.plot:q} --log {log:q}"
+
+
 rule summarize:
     input:
         metrics=get_all_metrics,

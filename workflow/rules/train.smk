@@ -1,4 +1,4 @@
-# Training: one rule, one loop, for every experiment in config.yaml; one job per seed.
+# Training: one rule, one loop, for every experiment and sweep point in config.yaml; one job per seed.
 
 
 rule train_model:
@@ -17,7 +17,9 @@ rule train_model:
     params:
         settings=get_experiment_settings,
         weights=get_weights_argument,
+        experiment=get_base_experiment,
     shell:
-        "python -m fashion_cnn train-model --config-json {params.settings:q} --experiment {wildcards.experiment:q}"
+        "python -m fashion_cnn train-model --config-json {params.settings:q} --experiment {params.experiment:q}"
+        " --name {wildcards.experiment:q}"
         " --data {input.data:q} --model {output.model:q} --history {output.history:q}"
         " --summary {output.summary:q} {params.weights:q} --threads {threads:q} --log {log:q}"
