@@ -36,7 +36,8 @@ class Policy:
         )
 
 
-# The named presets an experiment's `augmentation` chooses from.
+# The named presets an experiment's `augmentation` chooses from. Adding one is a PRESETS.add line
+# here and a test; the config schema's enum is read from these lines (config.REGISTRY_ENUMS).
 PRESETS: Registry[Policy] = Registry("augmentation preset", "augmentation")
 PRESETS.add("none", Policy())
 # The chapter: RandomHorizontalFlip(), RandomRotation(10), RandomResizedCrop(28, scale=(0.9, 1)).

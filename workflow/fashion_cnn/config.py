@@ -9,6 +9,7 @@ may live only inside the container.
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import difflib
 import functools
@@ -36,10 +37,44 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schem
 FIX = "Fix it in config.yaml (or in the --config/--configfile override that sets it)."
 
 
+# Experiment keys that name a registered choice: (module, registry). Their schema enum is the
+# registry's names, read from the module's source, so adding a model, preset, optimizer or
+# schedule touches its own module only (and this module stays torch-free: Snakemake imports it).
+REGISTRY_ENUMS = {
+    "model": ("models.py", "MODELS"),
+    "augmentation": ("augment.py", "PRESETS"),
+    "optimizer": ("optim.py", "OPTIMIZERS"),
+    "lr_schedule": ("optim.py", "SCHEDULES"),
+}
+
+
+def registered_names(module: str, registry: str) -> list[str]:
+    """The names ``module`` registers in ``registry`` (``@MODELS.register("cnn")``,
+    ``PRESETS.add("none", ...)``), in source order, which is registration order.
+    tests/test_registries.py holds this equal to the imported registry's names."""
+    tree = ast.parse((Path(__file__).resolve().parent / module).read_text())
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("register", "add")
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == registry
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+    ]
+    return [call.args[0].value for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset))]
+
+
 @functools.cache
 def _schema() -> dict:
     with open(SCHEMA_PATH) as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    experiment = schema["properties"]["experiments"]["additionalProperties"]["properties"]
+    for key, (module, registry) in REGISTRY_ENUMS.items():
+        experiment[key]["enum"] = registered_names(module, registry)
+    return schema
 
 
 def load_schema() -> dict:

@@ -11,8 +11,8 @@ from fashion_cnn.settings import ExperimentSettings
 
 NUM_CLASSES = 10
 # Every model an experiment's `model` can name, built from the arguments a checkpoint carries.
-# Adding one: a class or builder here under @MODELS.register, its name in the schema's enum
-# (tests/test_registries.py holds the two equal) and a test in tests/test_models.py.
+# Adding one: a class or builder here under @MODELS.register("name") and a test in
+# tests/test_models.py; the config schema's enum is read from these decorators (config.py).
 MODELS: Registry = Registry("model", "model")
 
 

@@ -1,8 +1,8 @@
 """Optimizers and learning-rate schedules, built from an experiment's settings.
 
 Each is registered by name (``OPTIMIZERS``, ``SCHEDULES``); an experiment's ``optimizer`` and
-``lr_schedule`` choose from them. Adding one is a function here with its decorator, its name in
-the schema's enum (tests/test_registries.py holds the two equal) and a test.
+``lr_schedule`` choose from them. Adding one is a function here with its decorator and a test;
+the config schema's enum is read from the decorators (config.REGISTRY_ENUMS).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ learning-rate schedules (after torchvision's ``register_model`` / ``get_model`` 
 
 The module that implements a choice registers it; everything else asks the registry, and a name it
 does not know is a user error that lists the known ones, never a silent fallback. The config
-schema's enum for each choice is held equal to its registry by ``tests/test_registries.py``.
+schema's enum for each choice is read from the registering module's source
+(``config.REGISTRY_ENUMS``), and ``tests/test_registries.py`` holds it equal to the registry.
 Torch-free, so the config layer may import it.
 """
 
