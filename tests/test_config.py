@@ -266,3 +266,30 @@ def test_check_config_names_the_file_with_a_yaml_syntax_error(tmp_path):
     output = flat(result.stdout + result.stderr)
     assert f"Config file {broken} is not valid YAML near line" in output
     assert_no_traceback(output)
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        ["config/quick.yaml"],
+        ["config/replicates.yaml"],
+        ["config/compare/device.yaml"],
+        ["config/compare/device.yaml", "config/compare/dataloader.yaml"],
+    ],
+    ids=lambda files: "+".join(Path(name).stem for name in files),
+)
+def test_every_preset_is_valid_after_config_yaml(files):
+    """The presets under config/ are loaded after config.yaml, as their comments say."""
+    from fashion_cnn.config import load_config
+
+    assert sorted(str(p.relative_to(REPO)) for p in (REPO / "config").rglob("*.yaml")) == sorted(
+        [
+            "config/quick.yaml",
+            "config/replicates.yaml",
+            "config/compare/device.yaml",
+            "config/compare/dataloader.yaml",
+        ]
+    ), "a new preset: add it here"
+    config = load_config([str(REPO / "config.yaml"), *(str(REPO / name) for name in files)], [])
+    for name in config["run_experiments"]:
+        assert config["experiments"][name]["seeds"], name
