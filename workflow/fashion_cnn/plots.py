@@ -234,7 +234,8 @@ def plot_sweep(definition: dict, metrics: list[dict], best_index: int, output: P
     )
     n_text = "n = " + "/".join(map(str, counts)) + " seeds per point"
     figure.suptitle(
-        f"sweep {definition['name']} ({definition['experiment']}): {n_text}; {bars}; "
-        "star: best mean"
+        f"sweep {definition['name']} ({definition['experiment']})\n{n_text}; {bars}; "
+        "star: best mean",
+        fontsize="medium",
     )
     _save(figure, output)
