@@ -17,7 +17,6 @@ import copy
 import itertools
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,7 +247,3 @@ def summarize_sweep(definition: dict, metrics_paths: list[Path], outputs: dict[s
         percent_with_spread(best["test_accuracy_over_seeds"]),
     )
     return points[best_index]
-
-
-def is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
