@@ -2,7 +2,8 @@
 # A table of contents; the work is in workflow/rules/ and the fashion_cnn package.
 from snakemake.utils import min_version
 
-min_version("9.0")
+# 9.14.1 fixed retries of cluster jobs (the SLURM profile relies on them).
+min_version("9.14.1")
 
 
 configfile: "config.yaml"

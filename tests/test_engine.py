@@ -311,3 +311,20 @@ def test_the_divergence_message_names_bf16_when_it_is_on(tmp_path, prepared_data
     message = " ".join(caught.value.paragraph().split())
     assert "bf16 autocast: set the experiment's precision to fp32" in message
     assert "no training state was saved" in message
+
+
+def test_a_long_epoch_logs_its_progress(tmp_path, prepared_data, monkeypatch, caplog):
+    """An epoch longer than PROGRESS_SECONDS says where it is, how fast and how long is left
+    (issue 13: a six-minute epoch on an AVX2 CPU printed nothing)."""
+    from fashion_cnn import engine
+
+    monkeypatch.setattr(engine, "PROGRESS_SECONDS", 0.0)
+    job = tiny_training_job(tmp_path, prepared_data, train_subset=256, epochs=2, batch_size=64)
+    with caplog.at_level("INFO", logger="fashion_cnn.engine"):
+        train_model(job)
+    lines = [r.getMessage() for r in caplog.records if ": step " in r.getMessage()]
+    assert len(lines) == 8  # every step of 2 epochs of 4 steps
+    assert lines[0].startswith("epoch 1/2: step 1/4 ") and lines[-1].startswith(
+        "epoch 2/2: step 4/4"
+    )
+    assert "images/s  ETA " in lines[0]

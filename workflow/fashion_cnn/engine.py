@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 # How often the loss is checked for NaN/infinity: every step on the CPU (free), every this many
 # steps on a GPU (each check waits for the device), and always before a state is saved.
 FINITE_CHECK_STEPS_GPU = 50
+# A line of progress at least this often within an epoch: a long epoch (a slow CPU, bf16 without
+# native support, ResNet-18) must not look like a hung job.
+PROGRESS_SECONDS = 60.0
 
 HISTORY_COLUMNS = [
     "epoch",
@@ -283,7 +286,8 @@ def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
-    started = time.perf_counter()
+    started = last_report = time.perf_counter()
+    first_step = progress.step
     check_every = 1 if device.type == "cpu" else FINITE_CHECK_STEPS_GPU
 
     def fold_running_sums():
@@ -311,6 +315,10 @@ def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
         progress.step += 1
         if progress.step % check_every == 0 or sigterm.raised:
             _stop_if_diverged(run, loss_sum)
+        now = time.perf_counter()
+        if now - last_report >= PROGRESS_SECONDS:
+            last_report = now
+            _log_progress(run, progress.step - first_step, seen, now - started)
         if sigterm.raised:
             fold_running_sums()
             if source.resumable_mid_epoch:
@@ -352,6 +360,22 @@ def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
         format_duration(remaining),
     )
     _write_history(job, progress)
+
+
+def _log_progress(run: Run, steps: int, images: int, seconds: float) -> None:
+    """Within an epoch: where it is, its speed so far, and the time left at that speed."""
+    progress, per_epoch = run.progress, len(run.source)
+    epochs = run.job.experiment.epochs
+    left = (per_epoch - progress.step) + (epochs - progress.epoch - 1) * per_epoch
+    log.info(
+        "epoch %d/%d: step %d/%d  %s images/s  ETA %s",
+        progress.epoch + 1,
+        epochs,
+        progress.step,
+        per_epoch,
+        f"{images / seconds:,.0f}",
+        format_duration(left * seconds / steps),
+    )
 
 
 def _stop_if_diverged(run: Run, loss_sum: torch.Tensor) -> None:
