@@ -133,6 +133,12 @@ def fill_defaults(instance: Any, schema: dict) -> None:
                 fill_defaults(value, extra)
 
 
+def _did_you_mean(name, options) -> str:
+    """' Did you mean 'x'?' for the closest of ``options``, or nothing."""
+    close = difflib.get_close_matches(str(name), list(options), n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
 def _location(path) -> str:
     parts = [str(part) for part in path]
     return ".".join(parts) if parts else "the top level"
@@ -153,8 +159,7 @@ def _describe(error: jsonschema.ValidationError, where: str | None = None) -> st
         allowed = sorted(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
         bad = unknown[0] if unknown else "?"
-        close = difflib.get_close_matches(bad, allowed, n=1)
-        suggestion = f" Did you mean '{close[0]}'?" if close else ""
+        suggestion = _did_you_mean(bad, allowed)
         return (
             f"Config error: unknown key '{bad}' in {where}.{suggestion} "
             f"Allowed keys there: {', '.join(allowed)}."
@@ -245,8 +250,7 @@ def _check_consistency(config: dict) -> None:
     experiments = config["experiments"]
     for name in config["run_experiments"]:
         if name not in experiments:
-            close = difflib.get_close_matches(name, list(experiments), n=1)
-            suggestion = f" Did you mean '{close[0]}'?" if close else ""
+            suggestion = _did_you_mean(name, list(experiments))
             raise UserError(
                 f"Config error: run_experiments names '{name}', which is not an experiment "
                 f"under experiments.{suggestion} Defined experiments: {', '.join(sorted(experiments))}. "
@@ -255,8 +259,7 @@ def _check_consistency(config: dict) -> None:
     for index, pair in enumerate(config["comparisons"]):
         for side in ("a", "b"):
             if pair[side] not in experiments:
-                close = difflib.get_close_matches(pair[side], list(experiments), n=1)
-                suggestion = f" Did you mean '{close[0]}'?" if close else ""
+                suggestion = _did_you_mean(pair[side], list(experiments))
                 raise UserError(
                     f"Config error: comparisons.{index}.{side} names '{pair[side]}', which is not "
                     f"an experiment under experiments.{suggestion} " + FIX
@@ -322,8 +325,7 @@ def _check_sweeps(config: dict) -> None:
         where = f"sweeps.{name}"
         base = sweep["experiment"]
         if base not in experiments:
-            close = difflib.get_close_matches(base, list(experiments), n=1)
-            suggestion = f" Did you mean '{close[0]}'?" if close else ""
+            suggestion = _did_you_mean(base, list(experiments))
             raise UserError(
                 f"Config error: {where}.experiment names '{base}', which is not an experiment "
                 f"under experiments.{suggestion} Defined experiments: "
@@ -337,8 +339,7 @@ def _check_sweeps(config: dict) -> None:
                     f"{NOT_SWEPT[key]}. " + FIX
                 )
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                suggestion = f" Did you mean '{close[0]}'?" if close else ""
+                suggestion = _did_you_mean(key, known)
                 raise UserError(
                     f"Config error: {where}.grid sweeps '{key}', which is not an experiment key."
                     f"{suggestion} Experiment keys: {', '.join(known)}. " + FIX
@@ -370,8 +371,7 @@ def _check_sweeps(config: dict) -> None:
             )
     for name in config["run_sweeps"]:
         if name not in config["sweeps"]:
-            close = difflib.get_close_matches(name, list(config["sweeps"]), n=1)
-            suggestion = f" Did you mean '{close[0]}'?" if close else ""
+            suggestion = _did_you_mean(name, list(config["sweeps"]))
             defined = ", ".join(sorted(config["sweeps"])) or "none"
             raise UserError(
                 f"Config error: run_sweeps names '{name}', which is not a sweep under "
