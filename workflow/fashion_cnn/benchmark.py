@@ -100,16 +100,18 @@ def _switch_sets(requested: list[str], device) -> list[dict]:
     from fashion_cnn.device import Switches
 
     cuda = device.type == "cuda"
-    names = ("channels_last", "bf16", "compile")
+    names = ("channels_last", "bf16", "compile", "cuda_graph")
     sets = []
     for request in requested:
         if request == "auto":
-            sets.append(Switches.resolve(default_engine_settings()).__dict__)
+            sets.append(Switches.resolve(default_engine_settings(), device).__dict__)
         elif request == "all":
-            for values in itertools.product([False, True], repeat=3):
+            for values in itertools.product([False, True], repeat=len(names)):
                 chosen = dict(zip(names, values, strict=True))
                 if chosen["bf16"] and not cuda:
                     continue  # bf16 autocast on a CPU without AMX is slower; measured separately if asked
+                if chosen["cuda_graph"] and (not cuda or chosen["compile"]):
+                    continue
                 sets.append(chosen)
         else:
             chosen = dict.fromkeys(names, False)
@@ -118,6 +120,8 @@ def _switch_sets(requested: list[str], device) -> list[dict]:
                     raise SystemExit(f"unknown switch '{part}'; use {', '.join(names)} or fp32")
                 if part in names:
                     chosen[part] = True
+            if chosen["cuda_graph"] and not cuda:
+                raise SystemExit("the switch cuda_graph needs a CUDA device (--device cuda)")
             sets.append(chosen)
     unique = []
     for chosen in sets:
@@ -174,6 +178,7 @@ def chapter_loop_rate(
     from fashion_cnn.augment import get_policy, torchvision_transform
     from fashion_cnn.batches import ChapterDataset
 
+    torch.backends.cudnn.benchmark = False  # PyTorch's default, as the chapter leaves it
     dataset = ChapterDataset(images, labels, torchvision_transform(get_policy(preset)))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
     model = _model(model_name, device)
@@ -204,22 +209,33 @@ def engine_rate(
     from fashion_cnn.augment import get_policy
     from fashion_cnn.batches import DeviceBatches
     from fashion_cnn.engine import train_step
+    from fashion_cnn.graphs import GraphedStep
 
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # as the engine sets it
     generator = torch.Generator(device=device).manual_seed(0)
     source = DeviceBatches(
         images, labels, device, get_policy(preset), batch_size, generator, switches["channels_last"]
     )
     model = _model(model_name, device, switches["channels_last"])
     forward = torch.compile(model) if switches["compile"] else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     criterion = torch.nn.CrossEntropyLoss()
+    if switches.get("cuda_graph"):
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=torch.tensor(1e-3, device=device), capturable=True
+        )
+        graphed = GraphedStep(forward, model, optimizer, criterion, switches["bf16"], batch_size)
+
+        def step(inputs, targets):
+            graphed(inputs, targets)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step(inputs, targets):
+            train_step(forward, optimizer, None, criterion, inputs, targets, switches["bf16"])
 
     def endless():
         while True:
             yield from source.batches(source.new_order(), 0)
-
-    def step(inputs, targets):
-        train_step(forward, optimizer, None, criterion, inputs, targets, switches["bf16"])
 
     return _timed(endless(), step, steps, warmup, device)
 
@@ -244,6 +260,7 @@ def inference_rates(images, model_name: str, device, threads: int, repeats: int)
         return outputs
 
     results["pytorch_eager"] = latency_and_throughput(eager, batch, repeats)
+    eager_scores = eager(batch).float().cpu().numpy()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
         export_model(model.cpu(), path, opset=20)
@@ -252,6 +269,11 @@ def inference_rates(images, model_name: str, device, threads: int, repeats: int)
             lambda inputs: runtime.run(None, {"images": inputs}), batch, repeats
         )
         results["onnxruntime"]["providers"] = runtime.get_providers()
+        # parity on the same 256 real images: ONNX Runtime (on its first provider) vs eager
+        (onnx_scores,) = runtime.run(None, {"images": batch})
+        results["onnxruntime"]["max_abs_difference"] = float(
+            np.abs(onnx_scores - eager_scores).max()
+        )
     return results
 
 
@@ -277,14 +299,20 @@ def markdown(result: dict) -> str:
     if result.get("inference"):
         lines += [
             "",
-            "| model | runtime | batch-1 latency p50 (ms) | p95 (ms) | batch-256 (images/s) |",
-            "|---|---|---:|---:|---:|",
+            "| model | runtime | batch-1 latency p50 (ms) | p95 (ms) | batch-256 (images/s) | max. difference from eager |",
+            "|---|---|---:|---:|---:|---:|",
         ]
         for name, runtimes in result["inference"].items():
             for runtime, numbers in runtimes.items():
+                if runtime == "onnxruntime":
+                    runtime = f"ONNX Runtime ({numbers['providers'][0]})"
+                    difference = f"{numbers['max_abs_difference']:.1e}"
+                else:
+                    runtime, difference = "PyTorch eager", ""
                 lines.append(
                     f"| {name} | {runtime} | {numbers['batch1_latency_ms_p50']:.3f} | "
-                    f"{numbers['batch1_latency_ms_p95']:.3f} | {numbers['batch256_images_per_s']:,.0f} |"
+                    f"{numbers['batch1_latency_ms_p95']:.3f} | {numbers['batch256_images_per_s']:,.0f} | "
+                    f"{difference} |"
                 )
     return "\n".join(lines) + "\n"
 

@@ -40,29 +40,87 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 arithmetic runs in hardware: AMX or AVX512-BF16 on a CPU, bf16 on a GPU.
+
+    Without it, oneDNN emulates bf16 on the CPU, an order of magnitude slower than fp32
+    (docs/benchmarks.md: cnn_fast at 55 images/s in bf16 against 622 in fp32 on an AVX2 EPYC).
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
 @dataclass(frozen=True)
 class Switches:
     channels_last: bool
     bf16: bool
     compile: bool
+    cuda_graph: bool = False
 
     @classmethod
-    def resolve(cls, engine: EngineSettings, precision: str = "engine") -> Switches:
-        """The engine's switches; an experiment may set its own ``precision``. The measured
-        defaults are the same on CPU and CUDA (docs/benchmarks.md), so the device is no input."""
+    def resolve(
+        cls,
+        engine: EngineSettings,
+        device: torch.device,
+        precision: str = "engine",
+        optimizer: str = "adam",
+        lr_schedule: str = "constant",
+    ) -> Switches:
+        """The engine's switches on this device for this recipe, each choice logged with its
+        reason. An experiment may set its own ``precision``; the optimizer and schedule decide
+        whether the step can be one CUDA graph."""
+        from fashion_cnn.graphs import unsupported
 
         def choose(value, automatic):
             return automatic if value == "auto" else bool(value)
 
+        # measured: the chapter's CNN trains 1.42x faster channels_last on a Xeon's oneDNN, 1.15x
+        # on an AVX2 EPYC, 1.10x on an H100; ResNet-18 the same within noise
+        channels_last = choose(engine.channels_last, True)
+        # measured: at the chapter's batch 64, bf16 autocast is slower on an H100 (its casts add
+        # launches to a launch-bound step) and changes the chapter's numerics; opt in
         if precision == "engine":
             precision = engine.precision
-        return cls(
-            # measured: the chapter's CNN trains 1.42x faster channels_last on CPU (oneDNN) and
-            # 1.10x on an H100; ResNet-18 the same within noise on both
-            channels_last=choose(engine.channels_last, True),
-            # measured: at the chapter's batch 64, bf16 autocast is slower on an H100 (its casts add
-            # launches to a launch-bound step) and changes the chapter's numerics on CPU; opt in
-            bf16=precision == "bf16",
-            # measured: no consistent gain on CPU or H100 at batch 64
-            compile=choose(engine.compile, False),
-        )
+        bf16 = precision == "bf16"
+        if bf16 and not native_bf16(device):
+            log.warning(
+                "precision bf16 asked for, but this %s has no native bf16 (no AMX or AVX512-BF16): "
+                "emulated bf16 trains about ten times slower than fp32 here, so this run trains "
+                "in fp32. Its accuracy may differ a little from a bf16 run's.",
+                "CPU" if device.type == "cpu" else "GPU",
+            )
+            bf16 = False
+        compile_model = choose(engine.compile, False)
+        blocker = None
+        if device.type != "cuda":
+            blocker = f"the device is {device.type}, not CUDA"
+        elif compile_model:
+            blocker = "torch.compile is on (its reduce-overhead mode makes its own graphs)"
+        else:
+            blocker = unsupported(optimizer, lr_schedule)
+        if engine.cuda_graph is True and blocker:
+            raise UserError(
+                f"engine.cuda_graph is true but the training step cannot be one CUDA graph: "
+                f"{blocker}. Set engine.cuda_graph to auto (graphs where they work) or false."
+            )
+        # measured on an H200 (docs/benchmarks.md, "GPU"): at batch 64 the step is launch-bound
+        cuda_graph = choose(engine.cuda_graph, True) and blocker is None
+        if engine.cuda_graph == "auto" and device.type == "cuda":
+            log.info(
+                "cuda_graph auto: %s",
+                "on, the whole training step is one graph" if cuda_graph else f"off, {blocker}",
+            )
+        return cls(channels_last, bf16, compile_model, cuda_graph)

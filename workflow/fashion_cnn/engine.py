@@ -26,8 +26,9 @@ from fashion_cnn.checkpoint import load_file as load_state_file
 from fashion_cnn.device import Switches, resolve_device
 from fashion_cnn.errors import TrainingInterrupted, UserError
 from fashion_cnn.files import write_csv, write_text
+from fashion_cnn.graphs import GraphedStep
 from fashion_cnn.models import build_model, model_arguments, parameter_count, summary_table
-from fashion_cnn.optim import make_optimizer, make_scheduler
+from fashion_cnn.optim import make_optimizer, make_scheduler, set_learning_rate_kind
 from fashion_cnn.settings import EngineSettings, ExperimentSettings
 from fashion_cnn.weights import initialise
 
@@ -136,6 +137,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: object | None
     loss_function: nn.Module
+    graphed: GraphedStep | None  # the step as one CUDA graph, when switches.cuda_graph
     source: DeviceBatches | LoaderBatches
     weights_source: str
     fingerprint: str
@@ -150,7 +152,12 @@ def start_run(job: TrainingJob) -> Run:
     experiment, engine = job.experiment, job.engine
     torch.set_num_threads(job.threads)
     device = resolve_device(engine.device)
-    switches = Switches.resolve(engine, experiment.precision)
+    if device.type == "cuda":
+        # every batch but an epoch's last has one shape: let cuDNN time its algorithms once
+        torch.backends.cudnn.benchmark = True
+    switches = Switches.resolve(
+        engine, device, experiment.precision, experiment.optimizer, experiment.lr_schedule
+    )
     torch.manual_seed(experiment.seed)
 
     from fashion_cnn.data import load_prepared
@@ -190,16 +197,23 @@ def start_run(job: TrainingJob) -> Run:
             experiment.seed,
             switches.channels_last,
         )
-    optimizer = make_optimizer(model, experiment)
+    optimizer = make_optimizer(model, experiment, device if switches.cuda_graph else None)
+    forward = torch.compile(model) if switches.compile else model
+    loss_function = nn.CrossEntropyLoss(label_smoothing=experiment.label_smoothing)
     return Run(
         job=job,
         device=device,
         switches=switches,
         model=model,
-        forward=torch.compile(model) if switches.compile else model,
+        forward=forward,
         optimizer=optimizer,
         scheduler=make_scheduler(optimizer, experiment, len(source) * experiment.epochs),
-        loss_function=nn.CrossEntropyLoss(label_smoothing=experiment.label_smoothing),
+        loss_function=loss_function,
+        graphed=GraphedStep(
+            forward, model, optimizer, loss_function, switches.bf16, experiment.batch_size
+        )
+        if switches.cuda_graph
+        else None,
         source=source,
         weights_source=weights_source,
         fingerprint=settings_fingerprint(
@@ -300,15 +314,20 @@ def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
         progress.training_seconds += elapsed
 
     for images, labels in source.batches(progress.order, progress.step):
-        outputs, loss = train_step(
-            run.forward,
-            run.optimizer,
-            run.scheduler,
-            run.loss_function,
-            images,
-            labels,
-            run.switches.bf16,
-        )
+        if run.graphed is not None:
+            outputs, loss = run.graphed(images, labels)
+            if run.scheduler is not None:
+                run.scheduler.step()
+        else:
+            outputs, loss = train_step(
+                run.forward,
+                run.optimizer,
+                run.scheduler,
+                run.loss_function,
+                images,
+                labels,
+                run.switches.bf16,
+            )
         loss_sum += loss * len(labels)
         correct += (outputs.argmax(dim=1) == labels).sum()
         seen += len(labels)
@@ -341,7 +360,7 @@ def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
         "epoch": progress.epoch,
         "train_loss": progress.loss_sum / progress.seen,
         "train_accuracy": progress.correct / progress.seen,
-        "learning_rate": run.optimizer.param_groups[0]["lr"],
+        "learning_rate": float(run.optimizer.param_groups[0]["lr"]),
         "images_per_s": rate,
         "epoch_seconds": progress.epoch_seconds,
         "elapsed_seconds": progress.training_seconds,
@@ -457,6 +476,7 @@ def _resume(run: Run) -> None:
             raise ValueError("its progress record has other fields")
         run.model.load_state_dict(state["model_state"])
         run.optimizer.load_state_dict(state["optimizer_state"])
+        set_learning_rate_kind(run.optimizer, run.device if run.switches.cuda_graph else None)
         if run.scheduler is not None:
             run.scheduler.load_state_dict(state["scheduler_state"])
         run.source.set_rng_state(state["rng"])

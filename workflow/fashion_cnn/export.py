@@ -56,6 +56,9 @@ def session(path: Path, threads: int):
 
     available = ort.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    if "CUDAExecutionProvider" in providers and hasattr(ort, "preload_dlls"):
+        # onnxruntime-gpu finds CUDA and cuDNN in the nvidia-* wheels that torch brought
+        ort.preload_dlls()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3

@@ -15,7 +15,9 @@ from torch import nn
 from fashion_cnn.registry import Registry
 from fashion_cnn.settings import ExperimentSettings
 
-OptimizerBuilder = Callable[[list, float, float], torch.optim.Optimizer]
+# A builder gets (parameters, lr, weight_decay, **options); options hold ``capturable`` when the
+# step is captured in a CUDA graph (lr is then a tensor on the device).
+OptimizerBuilder = Callable[..., torch.optim.Optimizer]
 OPTIMIZERS: Registry[OptimizerBuilder] = Registry("optimizer", "optimizer")
 # A schedule builder gets (optimizer, experiment, total steps) and returns a scheduler stepped
 # every batch, or None for a constant rate.
@@ -23,21 +25,21 @@ SCHEDULES: Registry[Callable] = Registry("learning-rate schedule", "lr_schedule"
 
 
 @OPTIMIZERS.register("adam")
-def adam(parameters, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def adam(parameters, lr, weight_decay: float, **options) -> torch.optim.Optimizer:
     """The chapter's optimizer."""
-    return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, **options)
 
 
 @OPTIMIZERS.register("adamw")
-def adamw(parameters, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+def adamw(parameters, lr, weight_decay: float, **options) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, **options)
 
 
 @OPTIMIZERS.register("sgd")
-def sgd(parameters, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def sgd(parameters, lr, weight_decay: float, **options) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum 0.9."""
     return torch.optim.SGD(
-        parameters, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
+        parameters, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay, **options
     )
 
 
@@ -59,9 +61,24 @@ def cosine(optimizer, experiment: ExperimentSettings, total_steps: int):
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
 
 
-def make_optimizer(model: nn.Module, experiment: ExperimentSettings) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module, experiment: ExperimentSettings, graph_device: torch.device | None = None
+) -> torch.optim.Optimizer:
+    """The experiment's optimizer; for a CUDA-graph step (``graph_device``), capturable with its
+    learning rate in a device tensor that schedules fill in place (fashion_cnn.graphs)."""
     build = OPTIMIZERS.get(experiment.optimizer)
-    return build(model.parameters(), experiment.learning_rate, experiment.weight_decay)
+    if graph_device is None:
+        return build(model.parameters(), experiment.learning_rate, experiment.weight_decay)
+    lr = torch.tensor(experiment.learning_rate, device=graph_device)
+    return build(model.parameters(), lr, experiment.weight_decay, capturable=True)
+
+
+def set_learning_rate_kind(optimizer, graph_device: torch.device | None) -> None:
+    """After loading a saved optimizer state: the learning rate as this run steps it (a device
+    tensor for a CUDA-graph step, a number otherwise), whichever kind the saved run used."""
+    for group in optimizer.param_groups:
+        value = float(group["lr"])
+        group["lr"] = value if graph_device is None else torch.tensor(value, device=graph_device)
 
 
 def make_scheduler(optimizer, experiment: ExperimentSettings, total_steps: int):

@@ -64,5 +64,6 @@ class EngineSettings(_Settings):
     channels_last: bool | str
     precision: str
     compile: bool | str
+    cuda_graph: bool | str
     eval_batch_size: int
     checkpoint_every_epochs: int
