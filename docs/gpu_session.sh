@@ -9,7 +9,7 @@
 #   QUICK=1 DEVICE=cpu OUT=/tmp/gpu bash docs/gpu_session.sh   # a dry run of the script itself
 #
 # Needs: python3 with torch, torchvision, onnx, onnxruntime, matplotlib, numpy, pyyaml, scipy,
-# jsonschema, pytest; Snakemake (installed from wheels in .whl/ when that folder exists: the lent
+# jsonschema, pytest; Snakemake (without pulp: the greedy scheduler; installed from wheels in .whl/ when that folder exists: the lent
 # GPU machines have no network); the four Fashion-MNIST .gz files in resources/fashion-mnist/.
 # STAGES (default "tests bench dag") picks stages; "ort" times ONNX Runtime (its CUDA provider
 # when onnxruntime-gpu is installed).
@@ -74,7 +74,7 @@ fi
 if wants dag; then
     stage "workflow: the default DAG through Snakemake (engine.device auto, cuda_graph auto)"
     start=$(date +%s)
-    timeout "${LIMITS[2]}" "$PY" -m snakemake --cores "$(nproc)" "${DAG_CONFIG[@]}"
+    timeout "${LIMITS[2]}" "$PY" -m snakemake --cores "$(nproc)" --scheduler greedy "${DAG_CONFIG[@]}"
     echo "workflow rc=$? wall=$(($(date +%s) - start)) s"
     grep -h "cuda_graph\|CUDA graph\|finished" results/logs/train_model/*.log results/logs/train_model/*/*.log 2>/dev/null | sort | uniq -c | sort -rn | head -20
     cat results/summary.md 2>/dev/null
@@ -82,6 +82,8 @@ if wants dag; then
 fi
 
 if wants ort; then
+    # onnxruntime-gpu unpacked in /tmp/ortsite (it is larger than one transfer to the lent machine)
+    [ -d /tmp/ortsite ] && export PYTHONPATH=/tmp/ortsite:$PYTHONPATH
     stage "inference: PyTorch eager vs ONNX Runtime ($("$PY" -c 'import onnxruntime as o; print(o.get_available_providers())'))"
     timeout "${LIMITS[3]}" "$PY" -m fashion_cnn benchmark --device "$DEVICE" --steps 1 --warmup 0 \
         --repeats 1 --workloads cnn --switches channels_last --latency-repeats 300 \
