@@ -104,7 +104,7 @@ class GraphedStep:
         self.optimizer.zero_grad(set_to_none=set_to_none)
         loss.backward()
         self.optimizer.step()
-        return outputs, loss
+        return outputs.detach(), loss.detach()
 
     def _capture(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         snapshot = self._snapshot()
@@ -152,8 +152,7 @@ class GraphedStep:
         ):
             # The gradients live in the graph's memory: zero them in place, never drop them.
             self.eager_steps += 1
-            outputs, loss = self._eager(images, labels, set_to_none=self.graph is None)
-            return outputs.detach(), loss.detach()
+            return self._eager(images, labels, set_to_none=self.graph is None)
         static["images"].copy_(images)
         static["labels"].copy_(labels)
         self.graph.replay()
