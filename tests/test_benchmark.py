@@ -7,7 +7,10 @@ command measures what it says and writes the JSON and the Markdown table it prom
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
+import pytest
 from conftest import cli, flat
 
 
@@ -23,10 +26,12 @@ def test_benchmark_writes_json_and_markdown(tmp_path, prepared_data):
         "--threads", "2",
         "--output-json", json_path,
         "--output-markdown", markdown_path,
+        env={**os.environ, "OMP_WAIT_POLICY": "ACTIVE"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(json_path.read_text())
     assert report["machine"]["device"] == "cpu" and report["settings"]["steps"] == 4
+    assert report["machine"]["omp_wait_policy"] == "ACTIVE"  # the caller's choice is kept
     assert set(report["training"]) == {"cnn", "cnn_augmented"}
     for row in report["training"].values():
         assert len(row["chapter_runs"]) == 2 and row["chapter_images_per_s"] > 0
@@ -40,8 +45,10 @@ def test_benchmark_writes_json_and_markdown(tmp_path, prepared_data):
         for numbers in runtimes.values():
             assert 0 < numbers["batch1_latency_ms_p50"] <= numbers["batch1_latency_ms_p95"]
             assert numbers["batch256_images_per_s"] > 0
+        assert runtimes["onnxruntime"]["max_abs_difference"] < 1e-4  # parity on 256 real images
     markdown = markdown_path.read_text()
-    assert "| cnn_augmented |" in markdown and "| resnet18 | onnxruntime |" in markdown
+    assert "| cnn_augmented |" in markdown
+    assert "| resnet18 | ONNX Runtime (CPUExecutionProvider) |" in markdown
     assert f"{report['training']['cnn']['chapter_images_per_s']:,.0f}" in markdown
     assert markdown in result.stdout  # the table is printed too
 
@@ -59,3 +66,48 @@ def test_benchmark_names_an_unknown_switch(tmp_path, prepared_data):
     assert "unknown switch 'fp16'" in flat(result.stderr)
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "b.json").exists()
+
+
+def _processes_running(code: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and code in (entry / "cmdline").read_text():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_benchmark_under_contention_and_its_profile(tmp_path, prepared_data):
+    """Competing busy processes run for the measurement and are gone after it; the profile of
+    the engine's step adds up and counts each convolution's arithmetic from its shapes."""
+    from fashion_cnn.benchmark import COMPETITORS
+
+    json_path = tmp_path / "benchmark.json"
+    result = cli(
+        "benchmark",
+        "--data", prepared_data,
+        "--workloads", "cnn",
+        "--steps", "3", "--warmup", "1", "--repeats", "1",
+        "--switches", "channels_last",
+        "--skip-inference", "--contention", "spin", "--profile",
+        "--output-json", json_path,
+        "--output-markdown", tmp_path / "benchmark.md",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert _processes_running(COMPETITORS["spin"]) == []
+    report = json.loads(json_path.read_text())
+    assert report["contention"] == ["spin"]
+    assert report["machine"]["omp_wait_policy"] == "PASSIVE"  # what the command line sets
+    assert "Competing processes: spin" in result.stdout
+    profile = report["profile"]["cnn"]
+    assert sum(profile["kinds_ms"].values()) == pytest.approx(profile["step_ms"])
+    assert {"convolution, forward", "convolution, backward"} <= set(profile["kinds_ms"])
+    assert len(profile["layers"]) == 3  # the chapter's three convolutions
+    first = next(row for row in profile["layers"] if row["weight"] == "32x1x3x3")
+    n, _, h, w = (int(x) for x in first["input"].split("x"))
+    # forward 2·N·C_out·H_out·W_out·C_in·k², backward the same again (no input gradient)
+    assert first["mflop"] == pytest.approx(2 * 2 * n * 32 * (h - 2) * (w - 2) * 9 / 1e6)
+    assert 0 < profile["conv_gflops"] < profile["matmul_peak_gflops"] * 2
+    assert "| convolution, backward |" in result.stdout

@@ -58,7 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", type=argument_type("engine.device"), default="auto")
     parser.add_argument(
-        "--threads", type=counted(0), default=0, help="PyTorch CPU threads (0 = all cores)"
+        "--threads",
+        type=counted(0),
+        default=0,
+        help="PyTorch CPU threads (0 = every CPU this process may use: affinity mask, cgroup quota)",
     )
     parser.add_argument(
         "--switches",
@@ -68,12 +71,76 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "of channels_last/bf16/compile that makes sense on the device) or names like "
         "'channels_last+bf16'",
     )
+    parser.add_argument(
+        "--contention",
+        nargs="+",
+        default=[],
+        choices=list(COMPETITORS),
+        help="competing processes that run for the whole measurement, one per name: 'spin' (a "
+        "single-threaded busy loop, like a neighbour's script) or 'torch' (another training job "
+        "with as many PyTorch threads as there are cores). E.g. --contention spin, or torch torch",
+    )
     parser.add_argument("--skip-inference", action="store_true")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile the engine's step (first switch set) per workload: time per kind of "
+        "operation and per convolution layer, achieved GFLOP/s against a large matrix product's",
+    )
     parser.add_argument(
         "--latency-repeats", type=argument_type("export.latency_repeats", int), default=300
     )
     parser.add_argument("--output-json", default="results/benchmark/benchmark.json")
     parser.add_argument("--output-markdown", default="results/benchmark/benchmark.md")
+
+
+# Competing processes for --contention: each busy until it is killed.
+COMPETITORS = {
+    "spin": "while True:\n    pass\n",
+    "torch": (
+        "import os, torch\n"
+        "torch.set_num_threads(os.cpu_count())\n"
+        "model = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 3), torch.nn.ReLU(), torch.nn.Conv2d(32, 64, 3),"
+        " torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64 * 24 * 24, 10))\n"
+        "optimizer = torch.optim.Adam(model.parameters())\n"
+        "images, labels = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))\n"
+        "while True:\n"
+        "    optimizer.zero_grad()\n"
+        "    torch.nn.functional.cross_entropy(model(images), labels).backward()\n"
+        "    optimizer.step()\n"
+    ),
+}
+
+
+class Contention:
+    """Competing busy processes for the duration of a ``with`` block."""
+
+    def __init__(self, names: list[str]):
+        self.names, self.processes = names, []
+
+    def __enter__(self):
+        import os
+        import subprocess
+        import sys
+
+        # the competitors are other people's jobs: the library defaults, whatever this one sets
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
+        }
+        for name in self.names:
+            self.processes.append(
+                subprocess.Popen([sys.executable, "-c", COMPETITORS[name]], env=environment)
+            )
+        if self.processes:
+            time.sleep(3.0)  # let them start (the torch one imports torch) before anything is timed
+        return self
+
+    def __exit__(self, *exc):
+        for process in self.processes:
+            process.kill()
+            process.wait()
 
 
 def machine_description(device) -> dict:
@@ -87,6 +154,7 @@ def machine_description(device) -> dict:
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "torch": torch.__version__,
         "device": str(device),
     }
@@ -204,6 +272,12 @@ def engine_rate(
     images, labels, model_name, preset, batch_size, steps, warmup, device, switches: dict
 ) -> float:
     """The engine: device-resident uint8 data, batched augmentation, the engine's train_step."""
+    batches, step, _ = engine_step(images, labels, model_name, preset, batch_size, device, switches)
+    return _timed(batches, step, steps, warmup, device)
+
+
+def engine_step(images, labels, model_name, preset, batch_size, device, switches: dict):
+    """The engine's batches (an endless iterator), its training step, and the model."""
     import torch
 
     from fashion_cnn.augment import get_policy
@@ -237,7 +311,23 @@ def engine_rate(
         while True:
             yield from source.batches(source.new_order(), 0)
 
-    return _timed(endless(), step, steps, warmup, device)
+    return endless(), step, model
+
+
+def profile_workload(images, labels, model_name, preset, batch_size, steps, device, switches):
+    """Where the engine's step spends its time (fashion_cnn.profiling), on the CPU."""
+    import torch
+
+    from fashion_cnn import profiling
+
+    batches, step, model = engine_step(
+        images, labels, model_name, preset, batch_size, device, switches
+    )
+    example, _ = next(batches)
+    flops = profiling.conv_flops(model, example)
+    events = profiling.profile_step(step, batches, steps)
+    peak = profiling.matmul_peak_gflops(torch.get_num_threads())
+    return profiling.summarize_profile(events, flops, steps, batch_size, peak)
 
 
 def inference_rates(images, model_name: str, device, threads: int, repeats: int) -> dict:
@@ -283,6 +373,7 @@ def markdown(result: dict) -> str:
         f"Machine: {machine.get('gpu') or machine['cpu']} ({machine['cores']} cores, "
         f"{machine['torch_threads']} PyTorch threads), torch {machine['torch']}, device {machine['device']}  ",
         f"Command: `{result['command']}`  ",
+        f"Competing processes: {', '.join(result.get('contention') or []) or 'none'}  ",
         f"Date: {result['date']}",
         "",
         "| workload | chapter loop (images/s) | engine (images/s) | engine switches | ratio |",
@@ -323,11 +414,10 @@ def run_benchmark(args) -> dict:
     import torch
 
     from fashion_cnn.data import load_prepared
-    from fashion_cnn.device import resolve_device
+    from fashion_cnn.device import resolve_device, set_threads, usable_cpus
     from fashion_cnn.files import write_json, write_text
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads or usable_cpus()[0])
     device = resolve_device(args.device)
     arrays = load_prepared(args.data)
     images, labels = arrays["train_images"], arrays["train_labels"]
@@ -344,54 +434,76 @@ def run_benchmark(args) -> dict:
         "training": {},
     }
     switch_sets = _switch_sets(args.switches, device)
-    for name in args.workloads:
-        model_name, preset = WORKLOADS[name]
-        common = (
-            images,
-            labels,
-            model_name,
-            preset,
-            args.batch_size,
-            args.steps,
-            args.warmup,
-            device,
-        )
-        # Interleave the variants and repeat: a machine's speed drifts (turbo, neighbours, caches),
-        # and whatever runs first pays for warming up the allocator and oneDNN's kernel cache.
-        chapter_rates, engine_rates = [], [[] for _ in switch_sets]
-        for repeat in range(args.repeats):
-            chapter_rates.append(chapter_loop_rate(*common))
-            for index, switches in enumerate(switch_sets):
-                engine_rates[index].append(engine_rate(*common, switches))
-            log.info(
-                "%s repeat %d: chapter %.0f, engine %s",
-                name,
-                repeat + 1,
-                chapter_rates[-1],
-                [round(r[-1]) for r in engine_rates],
+    result["contention"] = args.contention
+    # the competitors run for every measurement, the chapter's loop's included
+    with Contention(args.contention):
+        for name in args.workloads:
+            model_name, preset = WORKLOADS[name]
+            common = (
+                images,
+                labels,
+                model_name,
+                preset,
+                args.batch_size,
+                args.steps,
+                args.warmup,
+                device,
             )
-        chapter = statistics.median(chapter_rates)
-        row = {"chapter_images_per_s": chapter, "chapter_runs": chapter_rates, "engine": []}
-        for switches, rates in zip(switch_sets, engine_rates, strict=True):
-            rate = statistics.median(rates)
-            row["engine"].append(
-                {
-                    "switches": _label(switches),
-                    "images_per_s": rate,
-                    "runs": rates,
-                    "ratio": rate / chapter,
-                }
-            )
-        result["training"][name] = row
-    if not args.skip_inference:
-        result["inference"] = {
-            name: inference_rates(
-                images, name, device, torch.get_num_threads(), args.latency_repeats
-            )
-            for name in ("cnn", "resnet18")
-        }
+            # Interleave the variants and repeat: a machine's speed drifts (turbo, neighbours, caches),
+            # and whatever runs first pays for warming up the allocator and oneDNN's kernel cache.
+            chapter_rates, engine_rates = [], [[] for _ in switch_sets]
+            for repeat in range(args.repeats):
+                chapter_rates.append(chapter_loop_rate(*common))
+                for index, switches in enumerate(switch_sets):
+                    engine_rates[index].append(engine_rate(*common, switches))
+                log.info(
+                    "%s repeat %d: chapter %.0f, engine %s",
+                    name,
+                    repeat + 1,
+                    chapter_rates[-1],
+                    [round(r[-1]) for r in engine_rates],
+                )
+            chapter = statistics.median(chapter_rates)
+            row = {"chapter_images_per_s": chapter, "chapter_runs": chapter_rates, "engine": []}
+            for switches, rates in zip(switch_sets, engine_rates, strict=True):
+                rate = statistics.median(rates)
+                row["engine"].append(
+                    {
+                        "switches": _label(switches),
+                        "images_per_s": rate,
+                        "runs": rates,
+                        "ratio": rate / chapter,
+                    }
+                )
+            result["training"][name] = row
+        if args.profile:
+            result["profile"] = {
+                name: profile_workload(
+                    images,
+                    labels,
+                    *WORKLOADS[name],
+                    args.batch_size,
+                    args.steps,
+                    device,
+                    switch_sets[0],
+                )
+                for name in args.workloads
+            }
+        if not args.skip_inference:
+            result["inference"] = {
+                name: inference_rates(
+                    images, name, device, torch.get_num_threads(), args.latency_repeats
+                )
+                for name in ("cnn", "resnet18")
+            }
     write_json(args.output_json, result)
     table = markdown(result)
+    if result.get("profile"):
+        from fashion_cnn.profiling import profile_markdown
+
+        table += "".join(
+            "\n" + profile_markdown(name, numbers) for name, numbers in result["profile"].items()
+        )
     write_text(args.output_markdown, table)
     print(table)
     print(

@@ -6,7 +6,10 @@ Device and precision are passed in from the config, never decided at import time
 from __future__ import annotations
 
 import logging
+import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -38,6 +41,74 @@ def resolve_device(spec: str) -> torch.device:
                 f"engine.device is '{spec}' but only {torch.cuda.device_count()} CUDA device(s) exist."
             )
     return device
+
+
+def cgroup_cpu_limit(
+    root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self")
+) -> float | None:
+    """The CPU quota of this process's cgroup and its parents, in CPUs (cgroup v2 ``cpu.max``,
+    v1 ``cpu.cfs_quota_us``), or None without one. Containers and SLURM may set one."""
+    limits = []
+    try:
+        lines = (proc / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: walk from the process's cgroup up to the root
+            folder = root / path.lstrip("/")
+            while True:
+                try:
+                    quota, period = (folder / "cpu.max").read_text().split()
+                    if quota != "max":
+                        limits.append(int(quota) / int(period))
+                except (OSError, ValueError):
+                    pass
+                if folder == root or root not in folder.parents:
+                    break
+                folder = folder.parent
+        elif "cpu" in controllers.split(","):  # v1
+            folder = root / controllers / path.lstrip("/")
+            for candidate in (folder, root / controllers):
+                try:
+                    quota = int((candidate / "cpu.cfs_quota_us").read_text())
+                    period = int((candidate / "cpu.cfs_period_us").read_text())
+                except (OSError, ValueError):
+                    continue
+                if quota > 0:
+                    limits.append(quota / period)
+                break
+    return min(limits) if limits else None
+
+
+def usable_cpus() -> tuple[int, str]:
+    """How many CPUs this process can really run on, and how that was found: its affinity mask
+    (taskset, SLURM's cpuset) and its cgroup's CPU quota (a container's --cpus), whichever is
+    smaller. More threads than that only wait for each other."""
+    if hasattr(os, "sched_getaffinity"):
+        count, how = len(os.sched_getaffinity(0)), "the affinity mask"
+    else:
+        count, how = os.cpu_count() or 1, "the machine's CPU count"
+    quota = cgroup_cpu_limit()
+    if quota is not None and math.ceil(quota) < count:
+        count, how = max(1, math.ceil(quota)), f"the cgroup's CPU quota ({quota:g} CPUs)"
+    return count, how
+
+
+def set_threads(asked: int) -> int:
+    """PyTorch's CPU threads: what the job asked for, at most the CPUs it can really use."""
+    usable, how = usable_cpus()
+    threads = max(1, min(asked, usable))
+    if threads < asked:
+        log.warning(
+            "%d threads asked for, but %s allows %d CPUs: using %d (more would wait for each other)",
+            asked,
+            how,
+            usable,
+            threads,
+        )
+    torch.set_num_threads(threads)
+    return threads
 
 
 def cpu_flags() -> set[str]:

@@ -14,7 +14,7 @@ from fashion_cnn import CLASS_NAMES, provenance
 from fashion_cnn.batches import to_float_batch
 from fashion_cnn.checkpoint import load_checkpoint, model_from_checkpoint
 from fashion_cnn.data import load_prepared
-from fashion_cnn.device import resolve_device
+from fashion_cnn.device import resolve_device, set_threads
 from fashion_cnn.files import write_csv, write_json
 from fashion_cnn.models import parameter_count
 from fashion_cnn.settings import ExperimentSettings
@@ -66,7 +66,7 @@ def evaluate_model(
     batch_size: int,
     threads: int,
 ) -> dict:
-    torch.set_num_threads(threads)
+    threads = set_threads(threads)
     device = resolve_device(device_spec)
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(checkpoint, str(checkpoint_path))

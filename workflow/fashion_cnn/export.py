@@ -15,6 +15,7 @@ from fashion_cnn import provenance
 from fashion_cnn.batches import to_float_batch
 from fashion_cnn.checkpoint import load_checkpoint, model_from_checkpoint
 from fashion_cnn.data import load_prepared
+from fashion_cnn.device import set_threads
 from fashion_cnn.errors import UserError
 from fashion_cnn.files import atomic_path, write_json
 
@@ -108,7 +109,7 @@ def export_onnx(
     settings: dict,
     threads: int,
 ) -> dict:
-    torch.set_num_threads(threads)
+    threads = set_threads(threads)
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(checkpoint, str(checkpoint_path)).float()
     started = time.perf_counter()

@@ -60,7 +60,10 @@ def device_description(device) -> str:
 
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    return (
+        f"cpu ({cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+        f"OpenMP wait policy {os.environ.get('OMP_WAIT_POLICY', 'the default')})"
+    )
 
 
 def provenance(device=None) -> dict:

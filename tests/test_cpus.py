@@ -1,0 +1,83 @@
+"""How many CPU threads a job uses, and how it waits (issue 14: a two-thread job on two shared
+cores lost 75-85% of its speed).
+
+A job never runs more PyTorch threads than the CPUs it may really use (its affinity mask, as
+SLURM's cpuset and taskset set it, and its cgroup's CPU quota), and the command line waits
+passively at OpenMP barriers: spinning threads took the time slices the others needed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+from fashion_cnn.device import cgroup_cpu_limit, set_threads
+
+PYTHONPATH = {"PYTHONPATH": str(REPO / "workflow")}
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_v2_quota_is_the_smallest_on_the_way_to_the_root(tmp_path):
+    root, proc = tmp_path / "cgroup", tmp_path / "proc"
+    _write(proc / "cgroup", "0::/slurm/uid_0/job_7/step_0\n")
+    _write(root / "slurm" / "cpu.max", "max 100000\n")
+    _write(root / "slurm" / "uid_0" / "job_7" / "cpu.max", "150000 100000\n")
+    _write(root / "slurm" / "uid_0" / "job_7" / "step_0" / "cpu.max", "max 100000\n")
+    assert cgroup_cpu_limit(root, proc) == 1.5
+    _write(root / "slurm" / "uid_0" / "job_7" / "cpu.max", "max 100000\n")
+    assert cgroup_cpu_limit(root, proc) is None
+
+
+def test_cgroup_v1_quota(tmp_path):
+    root, proc = tmp_path / "cgroup", tmp_path / "proc"
+    _write(proc / "cgroup", "4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n")
+    _write(root / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_quota_us", "200000\n")
+    _write(root / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_period_us", "100000\n")
+    assert cgroup_cpu_limit(root, proc) == 2.0
+    _write(root / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_quota_us", "-1\n")
+    assert cgroup_cpu_limit(root, proc) is None
+
+
+def test_no_cgroup_file_means_no_quota(tmp_path):
+    assert cgroup_cpu_limit(tmp_path / "cgroup", tmp_path / "proc") is None
+
+
+def test_more_threads_than_usable_cpus_are_not_started(monkeypatch, caplog):
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr("fashion_cnn.device.usable_cpus", lambda: (1, "the affinity mask"))
+    try:
+        with caplog.at_level("WARNING"):
+            assert set_threads(4) == 1
+        assert torch.get_num_threads() == 1
+        assert "4 threads asked for, but the affinity mask allows 1 CPUs: using 1" in caplog.text
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(
+    not shutil.which("taskset") or os.cpu_count() < 2, reason="needs taskset, 2 CPUs"
+)
+def test_a_job_pinned_to_one_cpu_trains_on_one_thread():
+    """The real affinity mask, set by taskset as SLURM's cpuset would."""
+    code = (
+        "import torch; from fashion_cnn.device import set_threads, usable_cpus; "
+        "print(usable_cpus()[0], set_threads(8), torch.get_num_threads())"
+    )
+    result = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **PYTHONPATH},
+        check=True,
+    )
+    assert result.stdout.split() == ["1", "1", "1"]
