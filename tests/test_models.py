@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from fashion_cnn.models import (
     BatchNormCNN,
     ChapterCNN,
+    build_model,
     parameter_count,
     resnet18_for_fashion,
     summary_table,
 )
+from torch import nn
 
 
 def test_chapter_cnn_shape_and_parameter_count():
@@ -50,3 +53,55 @@ def test_summary_table_lists_layers_like_torchsummary():
     table = summary_table(ChapterCNN())
     assert "[-1, 32, 26, 26]" in table and "[-1, 1152]" in table
     assert "Total params: 167,114" in table
+
+
+@pytest.mark.parametrize(
+    ("channels", "out_channels", "stride", "size"),
+    [(512, 512, 1, 1), (256, 512, 2, 2)],  # ResNet-18's last stage at 28x28
+)
+def test_a_one_pixel_convolution_is_computed_as_a_matmul_with_the_same_result(
+    channels, out_channels, stride, size
+):
+    from fashion_cnn.models import OnePixelConv2d
+
+    torch.manual_seed(0)
+    plain = nn.Conv2d(channels, out_channels, 3, stride=stride, padding=1, bias=False)
+    fast = OnePixelConv2d(channels, out_channels, 3, stride=stride, padding=1, bias=False)
+    fast.load_state_dict(plain.state_dict())
+    images = torch.randn(8, channels, size, size, requires_grad=True)
+    expected, got = plain(images), fast(images)
+    assert "Convolution" not in type(got.grad_fn).__name__  # the matrix product path ran
+    assert got.shape == expected.shape == (8, out_channels, 1, 1)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    (input_grad_plain,) = torch.autograd.grad(expected.square().sum(), images)
+    (input_grad_fast,) = torch.autograd.grad(got.square().sum(), images)
+    torch.testing.assert_close(input_grad_fast, input_grad_plain, rtol=1e-4, atol=1e-4)
+    weight_grad_plain = torch.autograd.grad(plain(images).sum(), plain.weight)[0]
+    weight_grad_fast = torch.autograd.grad(fast(images).sum(), fast.weight)[0]
+    torch.testing.assert_close(weight_grad_fast, weight_grad_plain, rtol=1e-4, atol=1e-4)
+    # the taps that only ever see zero padding get exactly zero, as in the convolution
+    assert weight_grad_fast[:, :, 0, :].abs().max() == 0
+
+
+def test_resnet18_with_matmul_convolutions_trains_like_the_plain_one(arrays):
+    """The engine's CPU model: the same loss and gradients on real images, state_dict unchanged."""
+    import copy
+
+    from fashion_cnn.models import OnePixelConv2d, one_pixel_convolutions_as_matmuls
+
+    torch.manual_seed(0)
+    plain = build_model("resnet18", {"output_softmax": False}).train()
+    fast = copy.deepcopy(plain)
+    assert one_pixel_convolutions_as_matmuls(fast) == 20
+    assert sum(isinstance(m, OnePixelConv2d) for m in fast.modules()) == 20
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    images = torch.from_numpy(arrays["train_images"][:16]).float().div(255).unsqueeze(1)
+    labels = torch.from_numpy(arrays["train_labels"][:16].astype("int64"))
+    losses = []
+    for model in (plain, fast):
+        loss = nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    for a, b in zip(plain.parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5)

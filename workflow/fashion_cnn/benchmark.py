@@ -284,6 +284,7 @@ def engine_step(images, labels, model_name, preset, batch_size, device, switches
     from fashion_cnn.batches import DeviceBatches
     from fashion_cnn.engine import train_step
     from fashion_cnn.graphs import GraphedStep
+    from fashion_cnn.models import one_pixel_convolutions_as_matmuls
 
     torch.backends.cudnn.benchmark = device.type == "cuda"  # as the engine sets it
     generator = torch.Generator(device=device).manual_seed(0)
@@ -291,6 +292,8 @@ def engine_step(images, labels, model_name, preset, batch_size, device, switches
         images, labels, device, get_policy(preset), batch_size, generator, switches["channels_last"]
     )
     model = _model(model_name, device, switches["channels_last"])
+    if device.type == "cpu":
+        one_pixel_convolutions_as_matmuls(model)  # as the engine does
     forward = torch.compile(model) if switches["compile"] else model
     criterion = torch.nn.CrossEntropyLoss()
     if switches.get("cuda_graph"):

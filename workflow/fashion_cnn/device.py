@@ -154,6 +154,7 @@ class Switches:
         reason. An experiment may set its own ``precision``; the optimizer and schedule decide
         whether the step can be one CUDA graph."""
         from fashion_cnn.graphs import unsupported
+        from fashion_cnn.provenance import cpu_name
 
         def choose(value, automatic):
             return automatic if value == "auto" else bool(value)
@@ -189,9 +190,28 @@ class Switches:
             )
         # measured on an H200 (docs/benchmarks.md, "GPU"): at batch 64 the step is launch-bound
         cuda_graph = choose(engine.cuda_graph, True) and blocker is None
-        if engine.cuda_graph == "auto" and device.type == "cuda":
-            log.info(
-                "cuda_graph auto: %s",
-                "on, the whole training step is one graph" if cuda_graph else f"off, {blocker}",
+
+        def why(value, setting, automatic_reason):
+            return (
+                f"{'on' if value else 'off'} ({automatic_reason if setting == 'auto' else 'set'})"
             )
+
+        where = (
+            torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else f"{cpu_name()} ({'native bf16' if native_bf16(device) else 'no native bf16'})"
+        )
+        log.info(
+            "engine switches on %s: channels_last %s, bf16 autocast %s, torch.compile %s, "
+            "CUDA graph %s",
+            where,
+            why(channels_last, engine.channels_last, "faster on every CPU and GPU measured"),
+            "off (asked for, but no native bf16 here)"
+            if precision == "bf16" and not bf16
+            else why(bf16, "auto" if precision == "auto" else "set", "fp32 unless a recipe asks"),
+            why(compile_model, engine.compile, "no gain measured at batch 64"),
+            why(cuda_graph, engine.cuda_graph, "the whole step is one graph")
+            if cuda_graph
+            else f"off ({blocker or 'set'})",
+        )
         return cls(channels_last, bf16, compile_model, cuda_graph)

@@ -97,6 +97,52 @@ def resnet18_for_fashion(output_softmax: bool = False) -> nn.Module:
     return model
 
 
+class OnePixelConv2d(nn.Conv2d):
+    """A Conv2d that computes a one-pixel output as the matrix product it is.
+
+    When the kernel window of the only output pixel covers the whole input (ResNet-18's last
+    stage at 28x28: 3x3 kernels, padding 1, on 1x1 maps, and the stride-2 one on 2x2 maps), the
+    convolution is ``input (N, C*H*W) @ the taps that see the input (C*H*W, C_out)``; the other
+    taps see only zero padding, so they add nothing and their gradient is exactly zero, as in the
+    convolution. Same arithmetic, other order: oneDNN's convolution backward reaches 7 GFLOP/s on
+    these shapes on a 2-core EPYC, its matrix product about 70 (docs/benchmarks.md). Any other
+    input goes through the convolution. The weights and state_dict are the Conv2d's.
+    """
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        (k_h, k_w), (s_h, s_w) = self.kernel_size, self.stride
+        padding = self.padding
+        if (
+            isinstance(padding, tuple)
+            and self.groups == 1
+            and self.dilation == (1, 1)
+            and self.padding_mode == "zeros"
+            and padding[0] + height <= k_h
+            and padding[1] + width <= k_w
+            and (height + 2 * padding[0] - k_h) // s_h == 0
+            and (width + 2 * padding[1] - k_w) // s_w == 0
+        ):
+            taps = self.weight[
+                :, :, padding[0] : padding[0] + height, padding[1] : padding[1] + width
+            ]
+            outputs = nn.functional.linear(
+                images.reshape(len(images), -1), taps.reshape(self.out_channels, -1), self.bias
+            )
+            return outputs.reshape(len(images), self.out_channels, 1, 1)
+        return super().forward(images)
+
+
+def one_pixel_convolutions_as_matmuls(model: nn.Module) -> int:
+    """Make every plain Conv2d of ``model`` an OnePixelConv2d (in place); returns how many."""
+    count = 0
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            module.__class__ = OnePixelConv2d
+            count += 1
+    return count
+
+
 def model_arguments(experiment: ExperimentSettings) -> dict:
     """The constructor arguments an experiment's model is built with (stored in checkpoints)."""
     arguments = {"output_softmax": bool(experiment.output_softmax)}
