@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 APT_RUN := dataset-fashion-mnist
 APT_TEST := $(APT_RUN) chromium slurm-wlm slurmctld slurmd slurm-client munge
 
-.PHONY: setup setup-test run quick check-config report test lint rulegraph benchmark
+.PHONY: setup setup-test run quick check-config report test test-fast lint rulegraph benchmark
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -61,6 +61,10 @@ report:
 
 test: setup-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The quick subset, without the real Snakemake DAGs and the SLURM cluster (minutes, not tens).
+test-fast: setup-test
+	$(PY) -m pytest -m "not workflow and not slurm" $(PYTEST_ARGS)
 
 # Training and inference speed, the chapter's loop vs the engine (docs/benchmarks.md).
 BENCHMARK_ARGS ?= --switches fp32 channels_last channels_last+bf16

@@ -190,6 +190,7 @@ KILL_PLAN = [
 ]
 
 
+@pytest.mark.workflow
 def test_sigkill_at_random_moments_then_rerun_completes(tmp_path):
     """SIGKILL ten times, each at a random moment while a given step runs: either the job itself
     (Snakemake sees it fail) or Snakemake with all its jobs (it leaves incomplete files behind).
@@ -280,6 +281,7 @@ def killed_then_rerun(tmp_path_factory):
     return workdir, rerun.returncode, output, log.read_text(), (second.returncode, second_output)
 
 
+@pytest.mark.workflow
 def test_a_killed_snakemake_reruns_after_unlock_with_the_workstation_profile(killed_then_rerun):
     """docs/robustness.md's recovery: `snakemake --unlock`, then a plain rerun (the workstation
     profile sets rerun-incomplete, like the cluster one); training resumes from its state."""
@@ -292,6 +294,7 @@ def test_a_killed_snakemake_reruns_after_unlock_with_the_workstation_profile(kil
     ]
 
 
+@pytest.mark.workflow
 def test_a_second_snakemake_on_the_same_folder_stops_at_the_lock(killed_then_rerun):
     """Two runs on one results folder at once: the second is refused, the first finishes."""
     _, code, _, _, (second_code, second_output) = killed_then_rerun
@@ -301,6 +304,7 @@ def test_a_second_snakemake_on_the_same_folder_stops_at_the_lock(killed_then_rer
 
 
 @pytest.mark.skipif(visible_gpus() != 0, reason="this machine shows a GPU")
+@pytest.mark.workflow
 def test_cuda_asked_for_without_a_gpu_removes_no_finished_output(killed_then_rerun, tmp_path):
     """engine.device: cuda changes the training job's settings, so Snakemake would rerun it and
     remove its outputs first; on a machine with no GPU it stops before that, with one paragraph."""
