@@ -197,7 +197,7 @@ class Switches:
             )
 
         where = (
-            torch.cuda.get_device_name(device)
+            (torch.cuda.get_device_name(device) if torch.cuda.is_available() else str(device))
             if device.type == "cuda"
             else f"{cpu_name()} ({'native bf16' if native_bf16(device) else 'no native bf16'})"
         )
