@@ -46,7 +46,7 @@ else
     STEPS=(--steps 200 --warmup 20 --repeats 3)
     SWITCHES=(channels_last cuda_graph channels_last+cuda_graph)
     DAG_CONFIG=(--configfile config.yaml)
-    LIMITS=(60 110 330 60)
+    LIMITS=(60 100 300 60)
 fi
 echo "engine: {device: $DEVICE}" >/tmp/gpu-session-work/device.yaml
 
