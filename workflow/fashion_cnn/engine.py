@@ -175,11 +175,11 @@ def start_run(job: TrainingJob) -> Run:
     arguments = model_arguments(experiment)
     model = build_model(experiment.model, arguments)
     weights_source = initialise(model, experiment, job.weights_input, job.strict_weights)
+    write_text(job.summary_path, summary_table(model))
     if device.type == "cpu":
         # ResNet-18's last stage at 28x28: one-pixel convolutions as matrix products (2.4x the
         # whole step on a 2-core EPYC; same arithmetic in another order; docs/benchmarks.md)
         one_pixel_convolutions_as_matmuls(model)
-    write_text(job.summary_path, summary_table(model))
     model.to(
         device,
         memory_format=torch.channels_last if switches.channels_last else torch.preserve_format,
