@@ -317,6 +317,41 @@ def engine_step(images, labels, model_name, preset, batch_size, device, switches
     return endless(), step, model
 
 
+def measure_workload(images, labels, name: str, switch_sets: list[dict], args, device) -> dict:
+    """The chapter's loop and the engine in every switch set, interleaved and repeated: a
+    machine's speed drifts (turbo, neighbours, caches), and whatever runs first pays for warming
+    up the allocator and oneDNN's kernel cache. Medians, with every run."""
+    model_name, preset = WORKLOADS[name]
+    common = (
+        images, labels, model_name, preset, args.batch_size, args.steps, args.warmup, device
+    )  # fmt: skip
+    chapter_rates, engine_rates = [], [[] for _ in switch_sets]
+    for repeat in range(args.repeats):
+        chapter_rates.append(chapter_loop_rate(*common))
+        for index, switches in enumerate(switch_sets):
+            engine_rates[index].append(engine_rate(*common, switches))
+        log.info(
+            "%s repeat %d: chapter %.0f, engine %s",
+            name,
+            repeat + 1,
+            chapter_rates[-1],
+            [round(r[-1]) for r in engine_rates],
+        )
+    chapter = statistics.median(chapter_rates)
+    row = {"chapter_images_per_s": chapter, "chapter_runs": chapter_rates, "engine": []}
+    for switches, rates in zip(switch_sets, engine_rates, strict=True):
+        rate = statistics.median(rates)
+        row["engine"].append(
+            {
+                "switches": _label(switches),
+                "images_per_s": rate,
+                "runs": rates,
+                "ratio": rate / chapter,
+            }
+        )
+    return row
+
+
 def profile_workload(images, labels, model_name, preset, batch_size, steps, device, switches):
     """Where the engine's step spends its time (fashion_cnn.profiling), on the CPU."""
     import torch
@@ -408,7 +443,14 @@ def markdown(result: dict) -> str:
                     f"{numbers['batch1_latency_ms_p95']:.3f} | {numbers['batch256_images_per_s']:,.0f} | "
                     f"{difference} |"
                 )
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if result.get("profile"):
+        from fashion_cnn.profiling import profile_markdown
+
+        text += "".join(
+            "\n" + profile_markdown(name, numbers) for name, numbers in result["profile"].items()
+        )
+    return text
 
 
 def run_benchmark(args) -> dict:
@@ -441,44 +483,9 @@ def run_benchmark(args) -> dict:
     # the competitors run for every measurement, the chapter's loop's included
     with Contention(args.contention):
         for name in args.workloads:
-            model_name, preset = WORKLOADS[name]
-            common = (
-                images,
-                labels,
-                model_name,
-                preset,
-                args.batch_size,
-                args.steps,
-                args.warmup,
-                device,
+            result["training"][name] = measure_workload(
+                images, labels, name, switch_sets, args, device
             )
-            # Interleave the variants and repeat: a machine's speed drifts (turbo, neighbours, caches),
-            # and whatever runs first pays for warming up the allocator and oneDNN's kernel cache.
-            chapter_rates, engine_rates = [], [[] for _ in switch_sets]
-            for repeat in range(args.repeats):
-                chapter_rates.append(chapter_loop_rate(*common))
-                for index, switches in enumerate(switch_sets):
-                    engine_rates[index].append(engine_rate(*common, switches))
-                log.info(
-                    "%s repeat %d: chapter %.0f, engine %s",
-                    name,
-                    repeat + 1,
-                    chapter_rates[-1],
-                    [round(r[-1]) for r in engine_rates],
-                )
-            chapter = statistics.median(chapter_rates)
-            row = {"chapter_images_per_s": chapter, "chapter_runs": chapter_rates, "engine": []}
-            for switches, rates in zip(switch_sets, engine_rates, strict=True):
-                rate = statistics.median(rates)
-                row["engine"].append(
-                    {
-                        "switches": _label(switches),
-                        "images_per_s": rate,
-                        "runs": rates,
-                        "ratio": rate / chapter,
-                    }
-                )
-            result["training"][name] = row
         if args.profile:
             result["profile"] = {
                 name: profile_workload(
@@ -501,12 +508,6 @@ def run_benchmark(args) -> dict:
             }
     write_json(args.output_json, result)
     table = markdown(result)
-    if result.get("profile"):
-        from fashion_cnn.profiling import profile_markdown
-
-        table += "".join(
-            "\n" + profile_markdown(name, numbers) for name, numbers in result["profile"].items()
-        )
     write_text(args.output_markdown, table)
     print(table)
     print(

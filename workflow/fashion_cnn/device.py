@@ -113,14 +113,9 @@ def set_threads(asked: int) -> int:
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags as Linux reports them (empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    from fashion_cnn.provenance import cpuinfo_field
+
+    return set((cpuinfo_field("flags") or "").split())
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -166,8 +161,9 @@ class Switches:
         # launches to a launch-bound step) and changes the chapter's numerics; opt in
         if precision == "engine":
             precision = engine.precision
+        native = native_bf16(device)
         bf16 = precision == "bf16"
-        if bf16 and not native_bf16(device):
+        if bf16 and not native:
             log.warning(
                 "precision bf16 asked for, but this %s has no native bf16 (no AMX or AVX512-BF16): "
                 "emulated bf16 trains about ten times slower than fp32 here, so this run trains "
@@ -199,7 +195,7 @@ class Switches:
         where = (
             (torch.cuda.get_device_name(device) if torch.cuda.is_available() else str(device))
             if device.type == "cuda"
-            else f"{cpu_name()} ({'native bf16' if native_bf16(device) else 'no native bf16'})"
+            else f"{cpu_name()} ({'native bf16' if native else 'no native bf16'})"
         )
         log.info(
             "engine switches on %s: channels_last %s, bf16 autocast %s, torch.compile %s, "

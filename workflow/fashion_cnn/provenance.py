@@ -45,14 +45,19 @@ def git_commit() -> dict[str, str | bool | None]:
     return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
-def cpu_name() -> str:
+def cpuinfo_field(name: str) -> str | None:
+    """The first value of ``name`` in Linux's /proc/cpuinfo (None elsewhere)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(name):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def device_description(device) -> str:
