@@ -12,7 +12,9 @@
 # jsonschema, pytest; Snakemake (without pulp: the greedy scheduler; installed from wheels in .whl/ when that folder exists: the lent
 # GPU machines have no network); the four Fashion-MNIST .gz files in resources/fashion-mnist/.
 # STAGES (default "tests bench dag") picks stages; "ort" times ONNX Runtime (its CUDA provider
-# when onnxruntime-gpu is installed).
+# when onnxruntime-gpu is installed); "exercises" trains the chapter's exercises (cnn_validated,
+# cnn_dropout and vit_small on 3 seeds each, the dropout_rate sweep) through Snakemake into
+# results-exercises/, and times the ViTs' training steps.
 set -u
 OUT=${OUT:-/tmp/gpu-session}
 DEVICE=${DEVICE:-cuda}
@@ -41,12 +43,16 @@ if [ -n "${QUICK:-}" ]; then
     STEPS=(--steps 5 --warmup 2 --repeats 1)
     SWITCHES=(fp32 channels_last)
     DAG_CONFIG=(--configfile config.yaml tests/configs/tiny.yaml)
-    LIMITS=(300 120 600 60)
+    LIMITS=(300 120 600 60 900 120)
+    EXERCISE_CONFIG=(--configfile config.yaml tests/configs/tiny.yaml)
+    VIT_STEPS=(--steps 2 --warmup 1 --repeats 1)
 else
     STEPS=(--steps 200 --warmup 20 --repeats 3)
     SWITCHES=(channels_last cuda_graph channels_last+cuda_graph)
     DAG_CONFIG=(--configfile config.yaml)
-    LIMITS=(60 100 300 60)
+    LIMITS=(60 100 300 60 420 80)
+    EXERCISE_CONFIG=(--configfile config.yaml)
+    VIT_STEPS=(--steps 20 --warmup 5 --repeats 1)
 fi
 echo "engine: {device: $DEVICE}" >/tmp/gpu-session-work/device.yaml
 
@@ -89,5 +95,24 @@ if wants ort; then
         --repeats 1 --workloads cnn --switches channels_last --latency-repeats 300 \
         --output-json "$OUT/benchmark_ort.json" --output-markdown "$OUT/benchmark_ort.md"
     echo "ort benchmark rc=$?"
+fi
+if wants exercises; then
+    stage "exercises: dropout with a validation split, the small ViT, the dropout sweep (3 seeds each)"
+    start=$(date +%s)
+    # 8 jobs at a time on the one GPU (2 CPU threads each: the loop is one Python thread)
+    timeout "${LIMITS[4]}" "$PY" -m snakemake --cores "$(nproc)" --scheduler greedy \
+        "${EXERCISE_CONFIG[@]}" --set-threads train_model=2 evaluate_model=2 export_onnx=2 \
+        --config results=results-exercises 'run_experiments=[cnn_validated,cnn_dropout,vit_small]' \
+        'run_sweeps=[dropout_rate]' --keep-going
+    echo "exercises rc=$? wall=$(($(date +%s) - start)) s"
+    cat results-exercises/summary/summary.md results-exercises/comparisons/comparisons.md \
+        results-exercises/sweeps/dropout_rate/sweep.md 2>/dev/null
+    tar czf "$OUT/results-exercises.tgz" --exclude='*.pt' --exclude='*.onnx' --exclude='*.npz' \
+        results-exercises 2>/dev/null
+    stage "benchmark: the ViTs' training steps (vit_small at 28x28, vit_b16 at 224x224), batch 64"
+    timeout "${LIMITS[5]}" "$PY" -m fashion_cnn benchmark --device "$DEVICE" "${VIT_STEPS[@]}" \
+        --workloads vit_small vit_b16 --skip-inference --switches channels_last \
+        --output-json "$OUT/benchmark_vit.json" --output-markdown "$OUT/benchmark_vit.md"
+    echo "vit benchmark rc=$?"
 fi
 stage done

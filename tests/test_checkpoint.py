@@ -10,7 +10,7 @@ import torchvision
 from conftest import assert_no_traceback, base_config, cli, flat
 from fashion_cnn.checkpoint import load_checkpoint, load_file, model_from_checkpoint
 from fashion_cnn.errors import UserError
-from fashion_cnn.models import resnet18_for_fashion
+from fashion_cnn.models import build_model, resnet18_for_fashion
 from fashion_cnn.settings import ExperimentSettings
 from fashion_cnn.weights import apply_weights, fetch_imagenet_weights, initialise
 
@@ -179,3 +179,82 @@ def test_a_damaged_file_of_any_kind_is_named(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(UserError, match="corrupt or not a PyTorch file|not a fashion-cnn"):
         load_checkpoint(path)
+
+
+# ----------------------------------------------------------------------------- ViT-B/16 weights
+
+
+@pytest.fixture(scope="module")
+def vit_b16_layout_file(tmp_path_factory):
+    """A state_dict in torchvision's vit_b_16 layout (224x224 position embeddings, 1000-way head),
+    made here: the ImageNet weights cannot be downloaded in tests."""
+    torch.manual_seed(3)
+    state = torchvision.models.vit_b_16(weights=None).state_dict()
+    path = tmp_path_factory.mktemp("vit") / "vit_b_16-layout.pth"
+    torch.save(state, path)
+    return path, state
+
+
+@pytest.mark.parametrize("image_size", [224, 64])
+def test_vit_b16_weights_load_with_position_embeddings_fitted_to_the_size(
+    vit_b16_layout_file, image_size
+):
+    from torchvision.models.vision_transformer import interpolate_embeddings
+
+    path, state = vit_b16_layout_file
+    torch.manual_seed(4)
+    model = build_model("vit_b16", {"output_softmax": False, "image_size": image_size})
+    fresh_head = model.vit.heads[0].weight.detach().clone()
+    done = apply_weights(model, "vit_b16", path, conv1_init="random")
+    assert done["fresh"] == ["vit.heads.0.weight", "vit.heads.0.bias"]
+    own = model.state_dict()
+    for key in ("class_token", "conv_proj.weight", "encoder.layers.encoder_layer_11.mlp.3.weight"):
+        assert torch.equal(own[f"vit.{key}"], state[key]), key
+    assert torch.equal(model.vit.heads[0].weight, fresh_head)  # the new 10-way head
+    tokens = (image_size // 16) ** 2 + 1
+    assert own["vit.encoder.pos_embedding"].shape == (1, tokens, 768)
+    expected = interpolate_embeddings(image_size, 16, dict(state))["encoder.pos_embedding"]
+    assert torch.equal(own["vit.encoder.pos_embedding"], expected)
+    if image_size == 224:  # no interpolation at the pretrained size
+        assert torch.equal(own["vit.encoder.pos_embedding"], state["encoder.pos_embedding"])
+
+
+def test_a_trained_vit_b16_checkpoint_loads_as_weights(tmp_path):
+    """A fashion-cnn vit_b16 (keys under vit., a 10-way head) is taken whole, head included."""
+    torch.manual_seed(5)
+    trained = build_model("vit_b16", {"output_softmax": False, "image_size": 32})
+    path = tmp_path / "trained.pth"
+    torch.save(trained.state_dict(), path)
+    model = build_model("vit_b16", {"output_softmax": False, "image_size": 32})
+    assert apply_weights(model, "vit_b16", path, conv1_init="random")["fresh"] == []
+    assert torch.equal(model.vit.heads[0].weight, trained.vit.heads[0].weight)
+
+
+def test_resnet_weights_given_to_a_vit_are_refused(imagenet_layout_file):
+    path, _ = imagenet_layout_file
+    model = build_model("vit_b16", {"output_softmax": False, "image_size": 32})
+    with pytest.raises(UserError, match="do not fit model 'vit_b16'"):
+        apply_weights(model, "vit_b16", path, conv1_init="random")
+
+
+def test_the_pretrained_models_are_the_ones_the_config_allows():
+    from fashion_cnn.config import PRETRAINED_MODELS
+    from fashion_cnn.weights import PRETRAINED, imagenet_weights_url
+
+    assert tuple(PRETRAINED) == PRETRAINED_MODELS
+    assert imagenet_weights_url("vit_b16") == (
+        "https://download.pytorch.org/models/vit_b_16-c867db91.pth"
+    )
+
+
+def test_offline_vit_fetch_goes_on_loudly_from_random_init(tmp_path, caplog):
+    """No internet here: torchvision's vit_b_16 URL fails, for real; the run is flagged."""
+    status_path = tmp_path / "vit_b16_imagenet.json"
+    status = fetch_imagenet_weights(tmp_path / "weights", status_path, False, model="vit_b16")
+    assert status["available"] is False and status["model"] == "vit_b16"
+    assert status["url"].endswith("/vit_b_16-c867db91.pth")
+    experiment = ExperimentSettings.from_dict(base_config()["experiments"]["vit_b16_finetune"])
+    model = build_model("vit_b16", {"output_softmax": False, "image_size": 32})
+    source = initialise(model, experiment, str(status_path), strict=False)
+    assert source == "random init (ImageNet weights unavailable)"
+    assert "training vit_b16 from RANDOM INITIALISATION" in flat(caplog.text)

@@ -153,16 +153,24 @@ def test_unknown_key_suggests_the_close_one():
 @pytest.mark.parametrize(
     ("experiment", "expected"),
     [
-        ({"model": "cnn", "weights": "imagenet"}, "needs model resnet18"),
+        ({"model": "cnn", "weights": "imagenet"}, "ImageNet weights (resnet18, vit_b16)"),
         ({"model": "resnet18", "weights": "none", "conv1_init": "mean_rgb"}, "conv1_init"),
         ({"model": "cnn", "weights": "no/such/file.pth"}, "no such file exists"),
         ({"model": "cnn", "output_softmax": True, "label_smoothing": 0.1}, "Use one"),
+        ({"model": "resnet18", "dropout": 0.5}, "model resnet18 has no dropout here"),
+        ({"model": "vit_small", "dropout_place": "features"}, "is for the CNNs"),
+        ({"model": "vit_small", "width": 30}, "must be a multiple of 4"),
+        ({"train_subset": 50000, "validation_images": 20000}, "would overlap"),
     ],
     ids=[
-        "imagenet without resnet",
+        "imagenet without a pretrained model",
         "mean_rgb without weights",
         "missing weights file",
         "softmax with smoothing",
+        "dropout on resnet18",
+        "dropout place on a vit",
+        "vit width not split among heads",
+        "validation overlapping the training subset",
     ],
 )
 def test_conflicting_options_are_caught(experiment, expected):

@@ -345,3 +345,46 @@ def test_a_long_epoch_logs_its_progress(tmp_path, prepared_data, monkeypatch, ca
         "epoch 2/2: step 4/4"
     )
     assert "images/s  ETA " in lines[0]
+
+
+# ----------------------------------------------------------------------------- validation split
+
+
+def test_validation_images_are_the_last_ones_and_never_trained_on(tmp_path, prepared_data, arrays):
+    """The first 60,000 - N training images train, the last N validate; the test set is not
+    touched. The source the loop draws batches from holds exactly the training part."""
+    from fashion_cnn.engine import start_run
+
+    job = tiny_training_job(tmp_path, prepared_data, train_subset=0, validation_images=5000)
+    run = start_run(job)
+    assert run.images == run.source.count == 55_000
+    trained = run.source.images.squeeze(1).numpy()
+    assert np.array_equal(trained, arrays["train_images"][:55_000])
+    assert np.array_equal(run.validation[0], arrays["train_images"][55_000:])
+    assert np.array_equal(run.validation[1], arrays["train_labels"][55_000:])
+
+
+def test_validation_is_recorded_every_epoch_and_plotted(tmp_path, prepared_data, arrays):
+    from fashion_cnn.evaluation import accuracy_from_scores
+    from fashion_cnn.plots import plot_history, read_history
+
+    job = tiny_training_job(
+        tmp_path, prepared_data, train_subset=512, validation_images=2000, epochs=2, dropout=0.5
+    )
+    state = train_model(job)
+    history = read_history(job.history_path)
+    assert history["epoch"] == [1.0, 2.0]
+    assert all(0.1 < accuracy < 1 for accuracy in history["valid_accuracy"])
+    # the last epoch's figure is the final model's accuracy on those images, in eval mode
+    model = model_from_checkpoint(load_checkpoint(job.model_path))
+    scores = predict(model, arrays["train_images"][-2000:], torch.device("cpu"), 500)
+    assert history["valid_accuracy"][-1] == pytest.approx(
+        accuracy_from_scores(scores, arrays["train_labels"][-2000:].astype(np.int64)), abs=1e-6
+    )
+    assert state["model"]["arguments"]["dropout"] == 0.5
+    plot_history([job.history_path], tmp_path / "curves.png", "dropout")
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    plain = tiny_training_job(tmp_path / "plain", prepared_data, train_subset=64, epochs=1)
+    (tmp_path / "plain").mkdir()
+    train_model(plain)
+    assert "valid_accuracy" not in read_history(plain.history_path)  # no split, no columns

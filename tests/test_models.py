@@ -105,3 +105,87 @@ def test_resnet18_with_matmul_convolutions_trains_like_the_plain_one(arrays):
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     for a, b in zip(plain.parameters(), fast.parameters(), strict=True):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the exercises
+
+
+def test_dropout_adds_no_weights_and_is_the_plain_network_in_eval_mode():
+    """Exercise 2: the same state_dict keys as the chapter's CNN (weights move between the two),
+    identical outputs in eval mode (and so in evaluation and ONNX), different ones in training."""
+    torch.manual_seed(0)
+    plain = ChapterCNN()
+    dropped = ChapterCNN(dropout=0.5, dropout_place="both")
+    assert list(dropped.state_dict()) == list(plain.state_dict())
+    dropped.load_state_dict(plain.state_dict())
+    images = torch.rand(8, 1, 28, 28)
+    assert torch.equal(dropped.eval()(images), plain.eval()(images))
+    dropped.train()
+    assert not torch.allclose(dropped(images), plain(images))
+    table = summary_table(dropped)
+    assert "Dropout (dropout_classifier)" in table and "Dropout2d (dropout_features)" in table
+
+
+@pytest.mark.parametrize(
+    ("place", "expected"),
+    [
+        ("classifier", "conv relu pool conv relu pool conv relu flatten DROP fc relu DROP fc"),
+        (
+            "features",
+            "conv relu pool DROP2D conv relu pool DROP2D conv relu DROP2D flatten fc relu fc",
+        ),
+        (
+            "both",
+            "conv relu pool DROP2D conv relu pool DROP2D conv relu DROP2D flatten DROP fc relu DROP fc",
+        ),
+    ],
+)
+def test_dropout_acts_where_it_is_placed(place, expected):
+    """The order in which the layers run: dropout before each fully connected layer, channel
+    dropout after each pooling stage and the last conv block."""
+    model = ChapterCNN(dropout=0.5, dropout_place=place).train()
+    short = {
+        nn.Conv2d: "conv",
+        nn.ReLU: "relu",
+        nn.MaxPool2d: "pool",
+        nn.Flatten: "flatten",
+        nn.Linear: "fc",
+        nn.Dropout: "DROP",
+        nn.Dropout2d: "DROP2D",
+    }
+    ran = []
+    for module in model.modules():
+        if type(module) in short:
+            module.register_forward_hook(lambda m, i, o: ran.append(short[type(m)]))
+    images = torch.rand(16, 1, 28, 28)
+    model(images)
+    assert " ".join(ran) == expected
+    if "DROP2D" in expected:  # whole channels zeroed: the feature maps' dropout is channel-wise
+        maps = model.dropout_features(torch.ones(16, 32, 13, 13)).flatten(2)
+        assert ((maps == 0).all(dim=2) | (maps == 2).all(dim=2)).all()
+
+
+def test_vit_small_cuts_28x28_into_patches():
+    model = build_model("vit_small", {"output_softmax": False, "width": 64, "patch_size": 4})
+    assert model.vit.conv_proj.in_channels == 1 and model.vit.conv_proj.kernel_size == (4, 4)
+    assert model.vit.seq_length == 7 * 7 + 1  # 49 patches and the class token
+    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    seven = build_model("vit_small", {"output_softmax": False, "width": 64, "patch_size": 7})
+    assert seven.vit.seq_length == 4 * 4 + 1
+    assert len(seven.vit.encoder.layers) == 6
+
+
+def test_vit_b16_takes_grey_28x28_as_imagenet_rgb_at_its_size():
+    torch.manual_seed(0)
+    model = build_model("vit_b16", {"output_softmax": False, "image_size": 32}).eval()
+    grey = torch.rand(2, 1, 28, 28)
+    stem = model.stem(grey)
+    assert stem.shape == (2, 3, 32, 32)
+    resized = torch.nn.functional.interpolate(grey, size=(32, 32), mode="bilinear")
+    for channel, (mean, std) in enumerate([(0.485, 0.229), (0.456, 0.224), (0.406, 0.225)]):
+        assert torch.allclose(stem[:, channel : channel + 1], (resized - mean) / std, atol=1e-6)
+    assert model(grey).shape == (2, 10)
+    assert model.vit.heads[0].out_features == 10 and model.vit.hidden_dim == 768
+    # torchvision's vit_b_16 (86,567,656), a 10-way head for the 1000-way one, and position
+    # embeddings for 2x2 patches and the class token instead of 14x14 and the class token
+    assert parameter_count(model) == 86_567_656 - 769_000 + 7_690 - (197 - 5) * 768

@@ -52,7 +52,10 @@ def _experiment(**changes) -> ExperimentSettings:
 @pytest.mark.parametrize(
     ("ask", "expected"),
     [
-        (lambda: build_model("vgg", {}), "Unknown model 'vgg'. Known: cnn, cnn_bn, resnet18."),
+        (
+            lambda: build_model("vgg", {}),
+            "Unknown model 'vgg'. Known: cnn, cnn_bn, resnet18, vit_b16, vit_small.",
+        ),
         (lambda: get_policy("mixup"), "Unknown augmentation preset 'mixup'."),
         (
             lambda: make_optimizer(ChapterCNN(), _experiment(optimizer="adamm")),

@@ -28,7 +28,11 @@ WORKLOADS = {
     "cnn": ("cnn", "none"),
     "cnn_augmented": ("cnn", "chapter"),
     "resnet18": ("resnet18", "none"),
+    # opt-in (--workloads): the chapter's third exercise and the ViT from scratch
+    "vit_small": ("vit_small", "none"),
+    "vit_b16": ("vit_b16", "none"),
 }
+DEFAULT_WORKLOADS = ["cnn", "cnn_augmented", "resnet18"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", default="results/data/fashion_mnist.npz", help="prepared dataset (.npz)"
     )
-    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument(
+        "--workloads", nargs="+", default=DEFAULT_WORKLOADS, choices=list(WORKLOADS)
+    )
     parser.add_argument(
         "--steps", type=counted(1), default=150, help="timed training steps per measurement"
     )

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from fashion_cnn.benchmark import add_arguments as add_benchmark_arguments
-from fashion_cnn.config import argument_type, schema_at
+from fashion_cnn.config import PRETRAINED_MODELS, argument_type, schema_at
 from fashion_cnn.errors import TrainingInterrupted, UserError
 
 log = logging.getLogger("fashion_cnn")
@@ -113,7 +113,7 @@ def cmd_plot_augmentations(args) -> None:
 def cmd_fetch_weights(args) -> None:
     from fashion_cnn.weights import fetch_imagenet_weights
 
-    fetch_imagenet_weights(Path(args.folder), Path(args.status), args.strict)
+    fetch_imagenet_weights(Path(args.folder), Path(args.status), args.strict, args.model)
 
 
 def cmd_train_model(args) -> None:
@@ -332,7 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--seed", type=argument_type("experiments.*.seed", int), default=0)
 
     sub = command(
-        "fetch-weights", cmd_fetch_weights, "download torchvision's ImageNet ResNet-18 weights"
+        "fetch-weights", cmd_fetch_weights, "download torchvision's ImageNet weights of a model"
+    )
+    sub.add_argument(
+        "--model",
+        default="resnet18",
+        choices=PRETRAINED_MODELS,
+        help="whose weights (default: resnet18)",
     )
     sub.add_argument("--folder", required=True)
     sub.add_argument(

@@ -279,6 +279,13 @@ def _check_consistency(config: dict) -> None:
     _check_sweeps(config)
 
 
+# Models with published ImageNet weights (weights: imagenet); weights.PRETRAINED holds their URLs.
+PRETRAINED_MODELS = ("resnet18", "vit_b16")
+# Models that take a dropout rate (models.model_arguments).
+DROPOUT_MODELS = ("cnn", "cnn_bn", "vit_small", "vit_b16")
+VIT_SMALL_HEADS = 4  # models.VIT_SMALL_HEADS (torch-free copy)
+TRAINING_IMAGES = 60_000
+
 # Folders in results/ that are not experiments.
 RESERVED_NAMES = {"benchmarks", "comparisons", "data", "logs", "summary", SWEEPS_FOLDER}
 
@@ -287,15 +294,40 @@ def _check_experiment(where: str, experiment: dict, key=None) -> None:
     """Conflicts between one experiment's keys (an experiment, or a sweep's point). ``where``
     names the experiment; ``key(name)`` names one of its keys (default: where.name)."""
     key = key or (lambda name: f"{where}.{name}")
-    weights = experiment["weights"]
-    if weights == "imagenet" and experiment["model"] != "resnet18":
+    weights, model = experiment["weights"], experiment["model"]
+    if weights == "imagenet" and model not in PRETRAINED_MODELS:
         raise UserError(
-            f'Config error: {key("weights")} = "imagenet" needs model resnet18, but the model '
-            f"is {experiment['model']}. Use weights: none, a path to a .pth file, or model: resnet18."
+            f'Config error: {key("weights")} = "imagenet" needs a model with published ImageNet '
+            f"weights ({', '.join(PRETRAINED_MODELS)}), but the model is {model}. Use weights: "
+            "none, a path to a .pth file, or one of those models."
         )
-    if experiment["conv1_init"] != "random" and (
-        experiment["model"] != "resnet18" or weights == "none"
-    ):
+    if experiment["dropout"] and model not in DROPOUT_MODELS:
+        raise UserError(
+            f"Config error: {key('dropout')} = {experiment['dropout']}, but model {model} has no "
+            f"dropout here (models with dropout: {', '.join(DROPOUT_MODELS)}). Set dropout: 0, "
+            "or choose one of those models."
+        )
+    if experiment["dropout_place"] != "classifier" and model not in ("cnn", "cnn_bn"):
+        raise UserError(
+            f'Config error: {key("dropout_place")} = "{experiment["dropout_place"]}" is for the '
+            f"CNNs (cnn, cnn_bn); {model} applies dropout where torchvision's model does. Remove "
+            "dropout_place."
+        )
+    if model == "vit_small" and experiment["width"] % VIT_SMALL_HEADS:
+        raise UserError(
+            f"Config error: {key('width')} = {experiment['width']}: a vit_small's token width is "
+            f"split among its {VIT_SMALL_HEADS} attention heads, so it must be a multiple of "
+            f"{VIT_SMALL_HEADS} (e.g. 64 or 96)."
+        )
+    held_out = experiment["validation_images"]
+    if held_out and experiment["train_subset"] + held_out > TRAINING_IMAGES:
+        raise UserError(
+            f"Config error: {where} trains on the first {experiment['train_subset']} images and "
+            f"holds out the last {held_out} for validation, which would overlap (there are "
+            f"{TRAINING_IMAGES:,} training images). Make train_subset + validation_images at "
+            "most 60000."
+        )
+    if experiment["conv1_init"] != "random" and (model != "resnet18" or weights == "none"):
         raise UserError(
             f'Config error: {key("conv1_init")} = "{experiment["conv1_init"]}" averages '
             "pretrained RGB filters, so it needs model resnet18 with weights imagenet or a "

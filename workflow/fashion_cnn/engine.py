@@ -56,6 +56,8 @@ HISTORY_COLUMNS = [
     "epoch_seconds",
     "elapsed_seconds",
 ]
+# With validation_images: the held-out images' loss and accuracy after every epoch.
+VALIDATION_COLUMNS = ["valid_loss", "valid_accuracy"]
 
 
 # ----------------------------------------------------------------------------- progress & state
@@ -145,6 +147,7 @@ class Run:
     loss_function: nn.Module
     graphed: GraphedStep | None  # the step as one CUDA graph, when switches.cuda_graph
     source: DeviceBatches | LoaderBatches
+    validation: tuple | None  # (images, labels) held out of training, or None
     weights_source: str
     fingerprint: str
     arguments: dict
@@ -169,8 +172,16 @@ def start_run(job: TrainingJob) -> Run:
     from fashion_cnn.data import load_prepared
 
     arrays = load_prepared(job.data_path)
-    subset = experiment.train_subset or len(arrays["train_labels"])
+    # validation_images: the LAST N training images, never trained on (config checks that the
+    # first train_subset images and these do not overlap); the test set is never looked at here
+    total, held_out = len(arrays["train_labels"]), experiment.validation_images
+    subset = experiment.train_subset or total - held_out
     images, labels = arrays["train_images"][:subset], arrays["train_labels"][:subset]
+    validation = (
+        (arrays["train_images"][total - held_out :], arrays["train_labels"][total - held_out :])
+        if held_out
+        else None
+    )
 
     arguments = model_arguments(experiment)
     model = build_model(experiment.model, arguments)
@@ -225,6 +236,7 @@ def start_run(job: TrainingJob) -> Run:
         if switches.cuda_graph
         else None,
         source=source,
+        validation=validation,
         weights_source=weights_source,
         fingerprint=settings_fingerprint(
             experiment.as_dict(),
@@ -375,20 +387,38 @@ def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
         "epoch_seconds": progress.epoch_seconds,
         "elapsed_seconds": progress.training_seconds,
     }
+    validated = ""
+    if run.validation is not None:
+        row["valid_loss"], row["valid_accuracy"] = _validate(run)
+        validated = f"  validation {100 * row['valid_accuracy']:6.2f}%"
     progress.history.append(row)
     remaining = progress.training_seconds / progress.epoch * (epochs - progress.epoch)
     log.info(
-        "epoch %*d/%d  loss %.4f  accuracy %6.2f%%  %8s images/s  %5.1f s  ETA %s",
+        "epoch %*d/%d  loss %.4f  accuracy %6.2f%%%s  %8s images/s  %5.1f s  ETA %s",
         len(str(epochs)),
         progress.epoch,
         epochs,
         row["train_loss"],
         100 * row["train_accuracy"],
+        validated,
         f"{rate:,.0f}",
         progress.epoch_seconds,
         format_duration(remaining),
     )
     _write_history(job, progress)
+
+
+def _validate(run: Run) -> tuple[float, float]:
+    """Loss and accuracy on the held-out validation images (eval mode; not counted as training
+    time); the model is back in training mode after."""
+    from fashion_cnn.evaluation import predict
+
+    images, labels = run.validation
+    scores = predict(run.model, images, run.device, run.job.engine.eval_batch_size)
+    run.model.train()
+    targets = torch.from_numpy(labels.astype("int64"))
+    loss = nn.functional.cross_entropy(scores, targets).item()
+    return loss, float((scores.argmax(dim=1) == targets).float().mean())
 
 
 def _log_progress(run: Run, steps: int, images: int, seconds: float) -> None:
@@ -434,11 +464,8 @@ def _stop_if_diverged(run: Run, loss_sum: torch.Tensor) -> None:
 
 
 def _write_history(job, progress) -> None:
-    write_csv(
-        job.history_path,
-        HISTORY_COLUMNS,
-        [[r[c] for c in HISTORY_COLUMNS] for r in progress.history],
-    )
+    columns = HISTORY_COLUMNS + (VALIDATION_COLUMNS if job.experiment.validation_images else [])
+    write_csv(job.history_path, columns, [[r[c] for c in columns] for r in progress.history])
 
 
 def _state(run: Run) -> dict:

@@ -16,15 +16,51 @@ NUM_CLASSES = 10
 MODELS: Registry = Registry("model", "model")
 
 
+class _Dropout:
+    """Dropout without a layer of its own in the state_dict, so weights trained with and without
+    it load into each other: ``dropout`` before each fully connected layer (``classifier``), after
+    each pooling stage as channel dropout (``features``), or both. Identity in eval mode (and in
+    the exported ONNX graph)."""
+
+    def _init_dropout(self, dropout: float, dropout_place: str) -> None:
+        classifier = dropout if dropout_place in ("classifier", "both") else 0.0
+        features = dropout if dropout_place in ("features", "both") else 0.0
+        # modules without parameters or buffers: the summary table lists them where they act
+        self.dropout_classifier = nn.Dropout(classifier) if classifier else None
+        self.dropout_features = nn.Dropout2d(features) if features else None
+
+    def _run(self, stages: nn.Sequential, images: torch.Tensor) -> torch.Tensor:
+        for layer in stages:
+            if isinstance(layer, nn.Linear) and self.dropout_classifier is not None:
+                images = self.dropout_classifier(images)
+            images = layer(images)
+            if isinstance(layer, nn.MaxPool2d) and self.dropout_features is not None:
+                images = self.dropout_features(images)
+        return images
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self._run(self.features, images)
+        if self.dropout_features is not None:
+            features = self.dropout_features(features)
+        return self._run(self.classifier, features)
+
+
 @MODELS.register("cnn")
-class ChapterCNN(nn.Module):
+class ChapterCNN(_Dropout, nn.Module):
     """The chapter's CNN: conv 32/64/128 3x3 + ReLU, 2x2 max-pool after the first two, fc 64, fc 10.
 
     ``output_softmax`` ends the network with Softmax as the chapter does (then CrossEntropyLoss
-    applies softmax a second time); the default returns logits.
+    applies softmax a second time); the default returns logits. ``dropout``: the chapter's second
+    exercise (see ``_Dropout``); 0 is the chapter's network.
     """
 
-    def __init__(self, output_softmax: bool = False, num_classes: int = NUM_CLASSES):
+    def __init__(
+        self,
+        output_softmax: bool = False,
+        num_classes: int = NUM_CLASSES,
+        dropout: float = 0.0,
+        dropout_place: str = "classifier",
+    ):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(1, 32, kernel_size=3),
@@ -40,9 +76,7 @@ class ChapterCNN(nn.Module):
         if output_softmax:
             head.append(nn.Softmax(dim=1))
         self.classifier = nn.Sequential(*head)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(images))
+        self._init_dropout(dropout, dropout_place)
 
 
 def _conv_bn(inputs: int, outputs: int) -> list[nn.Module]:
@@ -54,7 +88,7 @@ def _conv_bn(inputs: int, outputs: int) -> list[nn.Module]:
 
 
 @MODELS.register("cnn_bn")
-class BatchNormCNN(nn.Module):
+class BatchNormCNN(_Dropout, nn.Module):
     """A small VGG-style CNN with BatchNorm for the fast recipe (``cnn_fast``).
 
     One 3x3 conv-BN-ReLU block at 28x28, two at 14x14 and two at 7x7 (``width``, 2x and 4x
@@ -64,7 +98,12 @@ class BatchNormCNN(nn.Module):
     """
 
     def __init__(
-        self, width: int = 24, output_softmax: bool = False, num_classes: int = NUM_CLASSES
+        self,
+        width: int = 24,
+        output_softmax: bool = False,
+        num_classes: int = NUM_CLASSES,
+        dropout: float = 0.0,
+        dropout_place: str = "classifier",
     ):
         super().__init__()
         w1, w2, w3 = width, width * 2, width * 4
@@ -81,9 +120,7 @@ class BatchNormCNN(nn.Module):
         if output_softmax:
             head.append(nn.Softmax(dim=1))
         self.classifier = nn.Sequential(*head)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(images))
+        self._init_dropout(dropout, dropout_place)
 
 
 @MODELS.register("resnet18")
@@ -94,6 +131,105 @@ def resnet18_for_fashion(output_softmax: bool = False) -> nn.Module:
     model.fc = nn.Linear(model.fc.in_features, NUM_CLASSES)
     if output_softmax:
         model.fc = nn.Sequential(model.fc, nn.Softmax(dim=1))
+    return model
+
+
+# ImageNet's per-channel statistics, which torchvision's pretrained ViT-B/16 was trained with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class GreyToImageNet(nn.Module):
+    """(N, 1, 28, 28) grey images in [0, 1] -> (N, 3, size, size), normalised as ImageNet's:
+    part of the model, so evaluation and the exported ONNX graph take the same 28x28 input."""
+
+    def __init__(self, image_size: int):
+        super().__init__()
+        self.image_size = image_size
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            images = nn.functional.interpolate(
+                images,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                align_corners=False,
+            )
+        return (images.expand(-1, 3, -1, -1) - self.mean) / self.std
+
+
+class VisionTransformerFor28(nn.Module):
+    """A torchvision VisionTransformer behind a stem (``stem``) that fits its input, with a 10-way
+    head; the ViT's keys sit under ``vit.`` as in torchvision's state_dict (see weights.py)."""
+
+    def __init__(self, stem: nn.Module, vit: torchvision.models.VisionTransformer, dropout: float):
+        super().__init__()
+        self.stem = stem
+        self.vit = vit
+        self.dropout_classifier = nn.Dropout(dropout) if dropout else None
+        self.vit.heads = nn.Sequential(nn.Linear(vit.hidden_dim, NUM_CLASSES))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        vit = self.vit
+        tokens = vit._process_input(self.stem(images))
+        tokens = torch.cat([vit.class_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        features = vit.encoder(tokens)[:, 0]
+        if self.dropout_classifier is not None:
+            features = self.dropout_classifier(features)
+        return vit.heads(features)
+
+
+@MODELS.register("vit_b16")
+def vit_b16_for_fashion(
+    image_size: int = 224, dropout: float = 0.0, output_softmax: bool = False
+) -> nn.Module:
+    """ViT-B/16, the architecture of google/vit-base-patch16-224 (torchvision's ``vit_b_16``): grey
+    images repeated to 3 channels, resized to ``image_size`` (224 as pretrained; smaller saves
+    compute, the position embeddings are then interpolated when pretrained weights load), a new
+    10-way head. The chapter's third exercise; about 17.6 GFLOP per 224x224 image forward."""
+    vit = torchvision.models.VisionTransformer(
+        image_size=image_size,
+        patch_size=16,
+        num_layers=12,
+        num_heads=12,
+        hidden_dim=768,
+        mlp_dim=3072,
+        dropout=dropout,
+    )
+    model = VisionTransformerFor28(GreyToImageNet(image_size), vit, dropout)
+    return _with_softmax(model, output_softmax)
+
+
+# ViT from scratch for 28x28: depth and heads fixed, the token width set by the experiment.
+VIT_SMALL_LAYERS = 6
+VIT_SMALL_HEADS = 4
+
+
+@MODELS.register("vit_small")
+def vit_small_for_fashion(
+    width: int = 64, patch_size: int = 7, dropout: float = 0.0, output_softmax: bool = False
+) -> nn.Module:
+    """A small ViT trained from scratch on 28x28 grey images: patches of ``patch_size`` pixels
+    (7: 16 tokens, 4: 49 tokens), ``width``-wide tokens, 6 encoder layers of 4 heads, MLP 2x."""
+    vit = torchvision.models.VisionTransformer(
+        image_size=28,
+        patch_size=patch_size,
+        num_layers=VIT_SMALL_LAYERS,
+        num_heads=VIT_SMALL_HEADS,
+        hidden_dim=width,
+        mlp_dim=2 * width,
+        dropout=dropout,
+    )
+    vit.conv_proj = nn.Conv2d(1, width, kernel_size=patch_size, stride=patch_size)
+    model = VisionTransformerFor28(nn.Identity(), vit, dropout)
+    return _with_softmax(model, output_softmax)
+
+
+def _with_softmax(model: nn.Module, output_softmax: bool) -> nn.Module:
+    if output_softmax:
+        model.vit.heads = nn.Sequential(*model.vit.heads, nn.Softmax(dim=1))
     return model
 
 
@@ -146,8 +282,16 @@ def one_pixel_convolutions_as_matmuls(model: nn.Module) -> int:
 def model_arguments(experiment: ExperimentSettings) -> dict:
     """The constructor arguments an experiment's model is built with (stored in checkpoints)."""
     arguments = {"output_softmax": bool(experiment.output_softmax)}
-    if experiment.model == "cnn_bn":
+    if experiment.model in ("cnn_bn", "vit_small"):
         arguments["width"] = int(experiment.width)
+    if experiment.model == "vit_small":
+        arguments["patch_size"] = int(experiment.patch_size)
+    if experiment.model == "vit_b16":
+        arguments["image_size"] = int(experiment.image_size)
+    if experiment.dropout:  # absent when 0, so checkpoints without dropout keep their arguments
+        arguments["dropout"] = float(experiment.dropout)
+        if experiment.model in ("cnn", "cnn_bn"):
+            arguments["dropout_place"] = experiment.dropout_place
     return arguments
 
 

@@ -132,24 +132,45 @@ def read_history(path: Path) -> dict[str, list[float]]:
 
 def plot_history(history_paths: list[Path], output: Path, title: str) -> None:
     """Training loss and accuracy per epoch: the mean over seeds, with a band of one standard
-    deviation either side when there are several (none for one seed)."""
+    deviation either side when there are several (none for one seed). Where the runs held out
+    validation images, their loss and accuracy are drawn beside the training ones: the gap
+    between the two curves is the overfitting the training curve alone cannot show."""
     histories = [read_history(path) for path in history_paths]
     epochs = min(len(history.get("epoch", [])) for history in histories)
     x = np.arange(1, epochs + 1)
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     n = len(histories)
+    validated = all("valid_accuracy" in history for history in histories)
     for axis, key, scale, color, label in (
         (axes[0], "train_loss", 1, "tab:blue", "training loss"),
         (axes[1], "train_accuracy", 100, "tab:green", "training accuracy (%)"),
+        *(
+            (
+                (axes[0], "valid_loss", 1, "tab:orange", "validation loss"),
+                (axes[1], "valid_accuracy", 100, "tab:red", "validation accuracy (%)"),
+            )
+            if validated
+            else ()
+        ),
     ):
         values = scale * np.array([history[key][:epochs] for history in histories])
         mean = values.mean(axis=0)
-        axis.plot(x, mean, marker="." if epochs < 50 else None, color=color, label=f"mean of {n}")
+        name = label.split(" (")[0]
+        axis.plot(
+            x,
+            mean,
+            marker="." if epochs < 50 else None,
+            color=color,
+            label=f"{name}, mean of {n}" if validated else f"mean of {n}",
+        )
         if n > 1:
             spread = values.std(axis=0, ddof=1)
             axis.fill_between(x, mean - spread, mean + spread, color=color, alpha=0.25, lw=0)
-            axis.legend(loc="best", title="band: ± 1 std")
-        axis.set(xlabel="epoch", ylabel=label, title=f"{title}: {label.split(' (')[0]} (n={n})")
+        if n > 1 or validated:
+            axis.legend(loc="best", title="band: ± 1 std" if n > 1 else None)
+        shown = ("loss" if "loss" in key else "accuracy (%)") if validated else label
+        what = shown.split(" (")[0]
+        axis.set(xlabel="epoch", ylabel=shown, title=f"{title}: {what} (n={n})")
         axis.grid(alpha=0.3)
     _save(figure, output)
 

@@ -36,6 +36,11 @@ class ExperimentSettings(_Settings):
     description: str
     model: str
     width: int
+    patch_size: int
+    image_size: int
+    dropout: float
+    dropout_place: str
+    validation_images: int
     precision: str
     output_softmax: bool
     weights: str

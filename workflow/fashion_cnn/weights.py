@@ -1,4 +1,5 @@
-"""Initial weights: ImageNet ResNet-18 from torchvision's URL (with its hash check), or a .pth path.
+"""Initial weights: ImageNet ResNet-18 or ViT-B/16 from torchvision's URLs (with their hash check),
+or a .pth path.
 
 ``fetch_imagenet_weights`` runs on the login node (a local rule): it writes the weights file and a
 small status JSON. When the download fails, the status says why, and training goes on from random
@@ -31,18 +32,25 @@ def fallback_mark(chapter_accuracy: float | None) -> str:
     return f"random init — not comparable with the chapter's {number}"
 
 
-def imagenet_weights_url() -> str:
-    from torchvision.models import ResNet18_Weights
+# Models with published ImageNet weights: torchvision's weights enum for each (config.py keeps
+# the names, PRETRAINED_MODELS, torch-free; tests/test_checkpoint.py holds the two equal).
+PRETRAINED = {"resnet18": "ResNet18_Weights", "vit_b16": "ViT_B_16_Weights"}
 
-    return ResNet18_Weights.IMAGENET1K_V1.url
+
+def imagenet_weights_url(model: str = "resnet18") -> str:
+    import torchvision.models
+
+    return getattr(torchvision.models, PRETRAINED[model]).IMAGENET1K_V1.url
 
 
-def fetch_imagenet_weights(folder: Path, status_path: Path, strict: bool) -> dict:
-    """Download torchvision's ResNet-18 IMAGENET1K_V1 file, checking the hash in its name."""
-    url = imagenet_weights_url()
+def fetch_imagenet_weights(
+    folder: Path, status_path: Path, strict: bool, model: str = "resnet18"
+) -> dict:
+    """Download torchvision's IMAGENET1K_V1 file of ``model``, checking the hash in its name."""
+    url = imagenet_weights_url(model)
     filename = url.rsplit("/", 1)[-1]
     target = folder / filename
-    status = {"url": url, "path": str(target)}
+    status = {"url": url, "path": str(target), "model": model}
     match = torch.hub.HASH_REGEX.search(filename)
     hash_prefix = match.group(1) if match else None
     if target.is_file() and _sha256(target).startswith(hash_prefix or ""):
@@ -64,7 +72,7 @@ def fetch_imagenet_weights(folder: Path, status_path: Path, strict: bool) -> dic
             reason = f"{type(error).__name__}: {error}"
             status.update(available=False, reason=reason)
             message = (
-                f"Could not download the ImageNet weights for ResNet-18 from {url} ({reason}). "
+                f"Could not download the ImageNet weights for {model} from {url} ({reason}). "
                 f"On a machine with internet, download that file into {folder}/ (or run this rule "
                 "on the login node), or set the experiment's weights to a local .pth path"
             )
@@ -121,11 +129,9 @@ def apply_weights(model: nn.Module, model_name: str, source: Path, conv1_init: s
     """
     pretrained = _state_dict_from_file(source)
     own = model.state_dict()
-    replaced = (
-        {"conv1.weight", "fc.weight", "fc.bias", "fc.0.weight", "fc.0.bias"}
-        if model_name == "resnet18"
-        else set()
-    )
+    replaced = REPLACED.get(model_name, set())
+    if model_name == "vit_b16":
+        pretrained = _vit_layout(pretrained, model)
     loaded, kept_fresh, problems = [], [], []
     for key, tensor in own.items():
         incoming = pretrained.get(key)
@@ -142,7 +148,8 @@ def apply_weights(model: nn.Module, model_name: str, source: Path, conv1_init: s
         raise UserError(
             f"The weights in {source} do not fit model '{model_name}': {len(problems)} tensors are "
             f"missing or of the wrong shape ({', '.join(problems[:4])}…). Use weights made for this "
-            "model (for resnet18: torchvision's ResNet-18 state_dict), or change the model."
+            "model (torchvision's resnet18 or vit_b_16 state_dict, or a fashion-cnn model.pt of it), "
+            "or change the model."
         )
     conv1 = pretrained.get("conv1.weight")
     if conv1_init == "mean_rgb":
@@ -161,6 +168,29 @@ def apply_weights(model: nn.Module, model_name: str, source: Path, conv1_init: s
     return {"loaded": len(loaded), "fresh": kept_fresh}
 
 
+# The layers each model replaces (fresh), whatever the pretrained file holds.
+REPLACED = {
+    "resnet18": {"conv1.weight", "fc.weight", "fc.bias", "fc.0.weight", "fc.0.bias"},
+    "vit_b16": {"vit.heads.0.weight", "vit.heads.0.bias"},
+}
+
+
+def _vit_layout(pretrained: dict, model: nn.Module) -> dict:
+    """torchvision's ViT-B/16 state_dict (keys ``conv_proj.weight``, ``encoder.…``, 224x224
+    position embeddings) in this model's layout: under ``vit.``, the position embeddings
+    interpolated (bicubic, torchvision's own function) to the model's image size. A fashion-cnn
+    vit_b16 checkpoint (keys already under ``vit.``) passes unchanged."""
+    if any(key.startswith("vit.") for key in pretrained):
+        return pretrained
+    from torchvision.models.vision_transformer import interpolate_embeddings
+
+    if "encoder.pos_embedding" in pretrained:
+        pretrained = interpolate_embeddings(
+            model.vit.image_size, model.vit.patch_size, dict(pretrained)
+        )
+    return {f"vit.{key}": tensor for key, tensor in pretrained.items()}
+
+
 def initialise(
     model: nn.Module, experiment: ExperimentSettings, weights_input: str | None, strict: bool
 ) -> str:
@@ -172,7 +202,8 @@ def initialise(
         status = read_status(Path(weights_input))
         if not status.get("available"):
             message = (
-                f"ImageNet weights unavailable ({status.get('reason')}); training ResNet-18 from "
+                f"ImageNet weights unavailable ({status.get('reason')}); training "
+                f"{experiment.model} from "
                 f"RANDOM INITIALISATION — {fallback_mark(experiment.chapter_accuracy)}"
             )
             if strict:
@@ -180,6 +211,10 @@ def initialise(
             log.warning(message)
             return FALLBACK_SOURCE
         apply_weights(model, experiment.model, Path(status["path"]), experiment.conv1_init)
-        return f"imagenet ({Path(status['path']).name}, conv1 {experiment.conv1_init})"
+        return f"imagenet ({Path(status['path']).name}{_conv1_note(experiment)})"
     apply_weights(model, experiment.model, Path(choice), experiment.conv1_init)
-    return f"file {choice} (conv1 {experiment.conv1_init})"
+    return f"file {choice}{_conv1_note(experiment)}"
+
+
+def _conv1_note(experiment: ExperimentSettings) -> str:
+    return f", conv1 {experiment.conv1_init}" if experiment.model == "resnet18" else ""

@@ -9,6 +9,7 @@ from snakemake.settings.types import DeploymentMethod
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from fashion_cnn.config import (  # noqa: E402
+    PRETRAINED_MODELS,
     check_gpu_for_local_jobs,
     experiment_settings,
     validate_config,
@@ -43,7 +44,7 @@ LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
 RAW_FOLDER = f"{RESOURCES}/fashion-mnist"
 WEIGHTS_FOLDER = f"{RESOURCES}/weights"
-WEIGHTS_STATUS = f"{WEIGHTS_FOLDER}/resnet18_imagenet.json"
+WEIGHTS_STATUS = f"{WEIGHTS_FOLDER}/{{model}}_imagenet.json"  # model: resnet18, vit_b16
 AUGMENTATION_FIGURES = [
     "flip",
     "random_flips",
@@ -239,7 +240,7 @@ def get_representative_settings(wildcards):
 def get_weights_input(wildcards):
     weights = RUNS[wildcards.experiment].settings["weights"]
     if weights == "imagenet":
-        return WEIGHTS_STATUS
+        return WEIGHTS_STATUS.format(model=RUNS[wildcards.experiment].settings["model"])
     if weights != "none":
         return weights
     return []

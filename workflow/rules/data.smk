@@ -40,10 +40,12 @@ rule fetch_pretrained_weights:
     output:
         WEIGHTS_STATUS,
     log:
-        f"{LOGS}/fetch_pretrained_weights.log",
+        f"{LOGS}/fetch_pretrained_weights/{{model}}.log",
+    wildcard_constraints:
+        model="|".join(PRETRAINED_MODELS),
     localrule: True
     params:
         folder=get_output_folder,
         strict=["--strict"] if config["pretrained"]["strict"] else [],
     shell:
-        "python -m fashion_cnn fetch-weights --folder {params.folder:q} --status {output:q} {params.strict:q} --log {log:q}"
+        "python -m fashion_cnn fetch-weights --model {wildcards.model:q} --folder {params.folder:q} --status {output:q} {params.strict:q} --log {log:q}"
