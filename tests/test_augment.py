@@ -113,3 +113,35 @@ def test_same_seed_same_augmentation():
     first = augment_batch(images, PRESETS.get("chapter"), generator(7))
     second = augment_batch(images, PRESETS.get("chapter"), generator(7))
     assert torch.equal(first, second)
+
+
+def test_random_erasing_blacks_out_one_rectangle_as_torchvision_samples_it():
+    """flip_crop_erase: about half the images get one all-zero rectangle whose area and aspect
+    ratio fall in RandomErasing's ranges; the distribution of erased areas matches torchvision's
+    own RandomErasing on the same kind of image."""
+    from fashion_cnn.augment import erase_masks
+
+    policy = PRESETS.get("flip_crop_erase")
+    count = 4000
+    generator = torch.Generator().manual_seed(0)
+    masks = erase_masks(policy, (count, 1, 28, 28), generator, torch.device("cpu"))[:, 0]
+    erased = masks.flatten(1).any(dim=1)
+    assert 0.46 < float(erased.float().mean()) < 0.54
+    areas = masks.flatten(1).sum(dim=1)[erased].float()
+    for mask in masks[erased][:200]:  # one solid rectangle each
+        rows, columns = mask.any(dim=1).nonzero(), mask.any(dim=0).nonzero()
+        height, width = int(rows.max() - rows.min() + 1), int(columns.max() - columns.min() + 1)
+        assert int(mask.sum()) == height * width and height < 28 and width < 28
+    low, high = policy.erase_scale
+    assert areas.min() >= math.floor(low * 784 * 0.5) and areas.max() <= math.ceil(high * 784 * 1.6)
+    reference = transforms.RandomErasing(
+        1.0, scale=policy.erase_scale, ratio=policy.erase_ratio, value=0
+    )
+    torch.manual_seed(1)
+    ones = torch.ones(1, 28, 28)
+    theirs = torch.tensor([float((reference(ones) == 0).sum()) for _ in range(2000)])
+    theirs = theirs[theirs > 0]
+    assert abs(float(areas.mean()) - float(theirs.mean())) < 0.05 * float(theirs.mean())
+    assert abs(float(areas.median()) - float(theirs.median())) <= 0.08 * float(theirs.median())
+    images = augment_batch(torch.ones(count, 1, 28, 28), policy, torch.Generator().manual_seed(0))
+    assert 0.46 < float((images == 0).flatten(1).any(dim=1).float().mean()) < 0.6

@@ -388,3 +388,59 @@ def test_validation_is_recorded_every_epoch_and_plotted(tmp_path, prepared_data,
     (tmp_path / "plain").mkdir()
     train_model(plain)
     assert "valid_accuracy" not in read_history(plain.history_path)  # no split, no columns
+
+
+# ----------------------------------------------------------------------------- weight averaging
+
+
+def test_the_weights_average_is_delivered_and_leaves_training_alone(tmp_path, prepared_data):
+    """ema_decay: the checkpoint's model (evaluated, exported) is the moving average; the trained
+    weights are exactly those of the same run without it, and kept to resume from."""
+    plain = tiny_training_job(tmp_path / "plain", prepared_data, train_subset=256, epochs=2)
+    averaged = tiny_training_job(
+        tmp_path / "ema", prepared_data, train_subset=256, epochs=2, ema_decay=0.9
+    )
+    for job in (plain, averaged):
+        job.model_path.parent.mkdir()
+        train_model(job)
+    plain_state = load_checkpoint(plain.model_path)
+    ema_state = load_checkpoint(averaged.model_path)
+    for key, tensor in plain_state["model_state"].items():
+        assert torch.equal(ema_state["training_model_state"][key], tensor), key
+    moved = [
+        key
+        for key, tensor in ema_state["model_state"].items()
+        if not torch.allclose(tensor, ema_state["training_model_state"][key])
+    ]
+    assert len(moved) == len(ema_state["model_state"])  # every weight is an average
+    assert int(ema_state["ema_state"]["n_averaged"]) == 2 * 4  # one update per step
+
+
+def test_a_run_with_weight_averaging_resumes_exactly(tmp_path, prepared_data, monkeypatch, caplog):
+    import fashion_cnn.engine as engine
+
+    changes = {"train_subset": 256, "epochs": 3, "ema_decay": 0.95, "augmentation": "flip"}
+    whole = tiny_training_job(tmp_path / "whole", prepared_data, **changes)
+    whole.model_path.parent.mkdir()
+    train_model(whole)
+
+    resumed = tiny_training_job(tmp_path / "resumed", prepared_data, **changes)
+    resumed.model_path.parent.mkdir()
+    original = engine._train_one_epoch
+
+    def stop_after_the_first_epoch(run, sigterm):
+        if run.progress.epoch == 1:
+            raise KeyboardInterrupt("stopped after epoch 1")
+        original(run, sigterm)
+
+    monkeypatch.setattr(engine, "_train_one_epoch", stop_after_the_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(resumed)
+    monkeypatch.setattr(engine, "_train_one_epoch", original)
+    with caplog.at_level("INFO"):
+        train_model(resumed)
+    assert "resuming cnn_baseline" in caplog.text and "epoch 2, step 0" in caplog.text
+    expected, got = load_checkpoint(whole.model_path), load_checkpoint(resumed.model_path)
+    for part in ("model_state", "training_model_state"):
+        for key, tensor in expected[part].items():
+            assert torch.equal(got[part][key], tensor), (part, key)

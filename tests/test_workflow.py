@@ -35,6 +35,10 @@ EXPERIMENTS = [
     "cnn_small_plain",
     "resnet18_finetune",
     "cnn_fast",
+    "cnn_dropout",  # with a validation split
+    "vit_small",
+    "vit_b16_finetune",  # at 32x32, from random init (no ImageNet weights offline), flagged
+    "cnn_frontier",  # random erasing, the weights' moving average (what is evaluated, exported)
 ]
 # tiny.yaml's seeds: cnn_small_plain has two replicates, the others one (config.yaml's seed)
 SEEDS = {name: [42] for name in EXPERIMENTS} | {
@@ -121,6 +125,8 @@ def test_every_output_exists_and_parses(tiny_run):
             assert len(rows) == 11 and sum(int(v) for row in rows[1:] for v in row[1:]) == 10000
             history = read_rows(replicate / "history.csv")
             assert len(history) == checkpoint["config"]["epochs"]
+            validated = checkpoint["config"]["validation_images"] > 0
+            assert all(("valid_accuracy" in row) == validated for row in history)
         onnx.checker.check_model(onnx.load(str(folder / "model.onnx")))
         assert read_json(folder / "onnx_check.json")["parity"]["passed"]
         for name in (
@@ -131,6 +137,8 @@ def test_every_output_exists_and_parses(tiny_run):
         ):
             assert_png(folder / name)
     assert not list(results.rglob(".*.partial"))
+    dropout_history = read_rows(results / "cnn_dropout" / "seed-42" / "history.csv")
+    assert 0 < float(dropout_history[-1]["valid_accuracy"]) <= 1
 
 
 def test_seeds_are_aggregated_and_one_seed_has_no_invented_spread(tiny_run):

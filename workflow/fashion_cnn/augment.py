@@ -26,6 +26,11 @@ class Policy:
     max_rotation_degrees: float = 0.0
     crop_scale: tuple[float, float] | None = None  # RandomResizedCrop area fraction
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    # RandomErasing (Zhong et al., 2017): with this probability a rectangle of area fraction
+    # erase_scale and aspect ratio erase_ratio is set to 0 (the images' black background)
+    erase_probability: float = 0.0
+    erase_scale: tuple[float, float] = (0.02, 0.4)
+    erase_ratio: tuple[float, float] = (0.3, 1 / 0.3)
 
     @property
     def is_identity(self) -> bool:
@@ -33,6 +38,7 @@ class Policy:
             self.flip_probability == 0
             and self.max_rotation_degrees == 0
             and self.crop_scale is None
+            and self.erase_probability == 0
         )
 
 
@@ -44,6 +50,11 @@ PRESETS.add("none", Policy())
 PRESETS.add("chapter", Policy(flip_probability=0.5, max_rotation_degrees=10, crop_scale=(0.9, 1.0)))
 PRESETS.add("flip", Policy(flip_probability=0.5))
 PRESETS.add("flip_crop", Policy(flip_probability=0.5, crop_scale=(0.75, 1.0)))
+# flip_crop with random erasing, the paper's settings (its Fashion-MNIST results: WRN-28-10 96.35%)
+PRESETS.add(
+    "flip_crop_erase",
+    Policy(flip_probability=0.5, crop_scale=(0.75, 1.0), erase_probability=0.5),
+)
 
 
 def get_policy(name: str) -> Policy:
@@ -142,17 +153,58 @@ def augment_batch(images: torch.Tensor, policy: Policy, generator: torch.Generat
     if policy.is_identity:
         return images
     if policy.max_rotation_degrees == 0 and policy.crop_scale is None:
-        flip = torch.rand(images.shape[0], generator=generator, device=images.device)
-        flip = (flip < policy.flip_probability).view(-1, 1, 1, 1)
-        return torch.where(flip, images.flip(3), images)
-    flip_rotation, crop = affine_matrices(
-        policy, images.shape[0], generator, images.device, tuple(images.shape[2:])
-    )
-    if policy.max_rotation_degrees or policy.flip_probability:
-        images = _resample(images, flip_rotation, "nearest")
-    if policy.crop_scale is not None:
-        images = _resample(images, crop, "bilinear")
+        if policy.flip_probability:
+            flip = torch.rand(images.shape[0], generator=generator, device=images.device)
+            flip = (flip < policy.flip_probability).view(-1, 1, 1, 1)
+            images = torch.where(flip, images.flip(3), images)
+    else:
+        flip_rotation, crop = affine_matrices(
+            policy, images.shape[0], generator, images.device, tuple(images.shape[2:])
+        )
+        if policy.max_rotation_degrees or policy.flip_probability:
+            images = _resample(images, flip_rotation, "nearest")
+        if policy.crop_scale is not None:
+            images = _resample(images, crop, "bilinear")
+    if policy.erase_probability:
+        images = images.masked_fill(erase_masks(policy, images.shape, generator, images.device), 0)
     return images
+
+
+def erase_masks(policy: Policy, shape, generator: torch.Generator, device) -> torch.Tensor:
+    """(N, 1, H, W) masks of the rectangles RandomErasing sets to 0, torchvision's sampling rule:
+    with probability p, up to 10 candidates of area s·H·W and aspect ratio r, sizes rounded to
+    pixels; the first smaller than the image is placed at a random pixel offset; when none is,
+    nothing is erased."""
+    count, _, height, width = shape
+    candidates = (count, CROP_ATTEMPTS)
+    low, high = policy.erase_scale
+    area = (
+        height
+        * width
+        * (low + (high - low) * torch.rand(candidates, generator=generator, device=device))
+    )
+    log_low, log_high = (math.log(r) for r in policy.erase_ratio)
+    ratio = torch.exp(
+        log_low + (log_high - log_low) * torch.rand(candidates, generator=generator, device=device)
+    )
+    box_h, box_w = torch.round(torch.sqrt(area * ratio)), torch.round(torch.sqrt(area / ratio))
+    fits = (box_h < height) & (box_w < width)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)
+    box_h, box_w = box_h.gather(1, first).squeeze(1), box_w.gather(1, first).squeeze(1)
+    erase = fits.any(dim=1) & (
+        torch.rand(count, generator=generator, device=device) < policy.erase_probability
+    )
+    top = torch.floor((height - box_h + 1) * torch.rand(count, generator=generator, device=device))
+    left = torch.floor((width - box_w + 1) * torch.rand(count, generator=generator, device=device))
+    rows = torch.arange(height, device=device).view(1, height, 1)
+    columns = torch.arange(width, device=device).view(1, 1, width)
+    inside = (
+        (rows >= top.view(-1, 1, 1))
+        & (rows < (top + box_h).view(-1, 1, 1))
+        & (columns >= left.view(-1, 1, 1))
+        & (columns < (left + box_w).view(-1, 1, 1))
+    )
+    return (inside & erase.view(-1, 1, 1)).unsqueeze(1)
 
 
 def torchvision_transform(policy: Policy, size: int = 28):
@@ -169,4 +221,10 @@ def torchvision_transform(policy: Policy, size: int = 28):
             transforms.RandomResizedCrop(size, scale=policy.crop_scale, ratio=policy.crop_ratio)
         )
     steps.append(transforms.ToTensor())
+    if policy.erase_probability:
+        steps.append(
+            transforms.RandomErasing(
+                policy.erase_probability, scale=policy.erase_scale, ratio=policy.erase_ratio
+            )
+        )
     return transforms.Compose(steps)

@@ -146,6 +146,7 @@ class Run:
     scheduler: object | None
     loss_function: nn.Module
     graphed: GraphedStep | None  # the step as one CUDA graph, when switches.cuda_graph
+    averaged: nn.Module | None  # ema_decay: the exponential moving average of the weights
     source: DeviceBatches | LoaderBatches
     validation: tuple | None  # (images, labels) held out of training, or None
     weights_source: str
@@ -219,6 +220,15 @@ def start_run(job: TrainingJob) -> Run:
             switches.channels_last,
         )
     optimizer = make_optimizer(model, experiment, device if switches.cuda_graph else None)
+    averaged = (
+        torch.optim.swa_utils.AveragedModel(
+            model,
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(experiment.ema_decay),
+            use_buffers=True,  # BatchNorm's running statistics are averaged too
+        )
+        if experiment.ema_decay
+        else None
+    )
     forward = torch.compile(model) if switches.compile else model
     loss_function = nn.CrossEntropyLoss(label_smoothing=experiment.label_smoothing)
     return Run(
@@ -235,6 +245,7 @@ def start_run(job: TrainingJob) -> Run:
         )
         if switches.cuda_graph
         else None,
+        averaged=averaged,
         source=source,
         validation=validation,
         weights_source=weights_source,
@@ -350,6 +361,8 @@ def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
                 labels,
                 run.switches.bf16,
             )
+        if run.averaged is not None:
+            run.averaged.update_parameters(run.model)
         loss_sum += loss * len(labels)
         correct += (outputs.argmax(dim=1) == labels).sum()
         seen += len(labels)
@@ -414,8 +427,9 @@ def _validate(run: Run) -> tuple[float, float]:
     from fashion_cnn.evaluation import predict
 
     images, labels = run.validation
-    scores = predict(run.model, images, run.device, run.job.engine.eval_batch_size)
-    run.model.train()
+    model = _final_model(run)
+    scores = predict(model, images, run.device, run.job.engine.eval_batch_size)
+    model.train()
     targets = torch.from_numpy(labels.astype("int64"))
     loss = nn.functional.cross_entropy(scores, targets).item()
     return loss, float((scores.argmax(dim=1) == targets).float().mean())
@@ -468,14 +482,27 @@ def _write_history(job, progress) -> None:
     write_csv(job.history_path, columns, [[r[c] for c in columns] for r in progress.history])
 
 
+def _final_model(run: Run) -> nn.Module:
+    """The model a run delivers: the weights' moving average with ema_decay, else the weights."""
+    return run.averaged.module if run.averaged is not None else run.model
+
+
 def _state(run: Run) -> dict:
-    """The self-describing checkpoint: enough to rebuild the model or resume training."""
+    """The self-describing checkpoint: enough to rebuild the model or resume training. Its
+    model_state is what evaluation and export use (the averaged weights with ema_decay; the
+    trained ones, and the average's own state, are kept to resume from)."""
     job, experiment = run.job, run.job.experiment
+    averaged = (
+        {"training_model_state": run.model.state_dict(), "ema_state": run.averaged.state_dict()}
+        if run.averaged is not None
+        else {}
+    )
     return {
         "format": FORMAT,
         "experiment": job.name,
         "model": {"name": experiment.model, "arguments": run.arguments},
-        "model_state": run.model.state_dict(),
+        "model_state": _final_model(run).state_dict(),
+        **averaged,
         "optimizer_state": run.optimizer.state_dict(),
         "scheduler_state": run.scheduler.state_dict() if run.scheduler is not None else None,
         "config": experiment.as_dict(),
@@ -511,7 +538,11 @@ def _resume(run: Run) -> None:
     try:
         if set(state["progress"]) != set(Progress().as_dict()):
             raise ValueError("its progress record has other fields")
-        run.model.load_state_dict(state["model_state"])
+        if run.averaged is not None:
+            run.model.load_state_dict(state["training_model_state"])
+            run.averaged.load_state_dict(state["ema_state"])
+        else:
+            run.model.load_state_dict(state["model_state"])
         run.optimizer.load_state_dict(state["optimizer_state"])
         set_learning_rate_kind(run.optimizer, run.device if run.switches.cuda_graph else None)
         if run.scheduler is not None:

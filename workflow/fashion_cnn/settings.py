@@ -54,6 +54,7 @@ class ExperimentSettings(_Settings):
     weight_decay: float
     lr_schedule: str
     label_smoothing: float
+    ema_decay: float
     test_time_flip: bool
     seed: int
     seeds: list[int]  # the replicates; [seed] when the config leaves it out
