@@ -68,31 +68,47 @@ def _uniform(low, high, count, generator, device):
 CROP_ATTEMPTS = 10
 
 
+def _candidate_sizes(scale, ratio, count: int, area: int, generator, device):
+    """torchvision's candidate boxes (RandomResizedCrop, RandomErasing): 10 per image, of area
+    s·``area`` (s uniform in ``scale``) and aspect ratio r (log-uniform in ``ratio``), rounded to
+    pixels; returns (sqrt(A·r), sqrt(A/r)), each (count, 10)."""
+    shape = (count, CROP_ATTEMPTS)
+    low, high = scale
+    areas = area * (low + (high - low) * torch.rand(shape, generator=generator, device=device))
+    log_low, log_high = (math.log(r) for r in ratio)
+    ratios = torch.exp(
+        log_low + (log_high - log_low) * torch.rand(shape, generator=generator, device=device)
+    )
+    return torch.round(torch.sqrt(areas * ratios)), torch.round(torch.sqrt(areas / ratios))
+
+
+def _offsets(height, width, box_h, box_w, generator, device):
+    """A random whole-pixel (top, left) for each box inside the image."""
+    count = len(box_h)
+    top = torch.floor((height - box_h + 1) * torch.rand(count, generator=generator, device=device))
+    left = torch.floor((width - box_w + 1) * torch.rand(count, generator=generator, device=device))
+    return top, left
+
+
+def _first(candidates: torch.Tensor, fits: torch.Tensor) -> torch.Tensor:
+    index = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first fitting candidate
+    return candidates.gather(1, index).squeeze(1)
+
+
 def _crop_boxes(
     policy: Policy, count: int, height: int, width: int, generator, device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Whole-pixel crop boxes (top, left, box height, box width), torchvision's sampling rule:
     up to 10 candidates of area s·H·W and aspect ratio r, sizes rounded to pixels, the first that
     fits is kept and placed at a random pixel offset; when none fits, the whole image."""
-    shape = (count, CROP_ATTEMPTS)
-    low, high = policy.crop_scale
-    area = (
-        height
-        * width
-        * (low + (high - low) * torch.rand(shape, generator=generator, device=device))
+    box_w, box_h = _candidate_sizes(
+        policy.crop_scale, policy.crop_ratio, count, height * width, generator, device
     )
-    log_low, log_high = (math.log(r) for r in policy.crop_ratio)
-    ratio = torch.exp(
-        log_low + (log_high - log_low) * torch.rand(shape, generator=generator, device=device)
-    )
-    box_w, box_h = torch.round(torch.sqrt(area * ratio)), torch.round(torch.sqrt(area / ratio))
     fits = (box_w > 0) & (box_w <= width) & (box_h > 0) & (box_h <= height)
-    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first fitting candidate
     any_fits = fits.any(dim=1)
-    box_w = torch.where(any_fits, box_w.gather(1, first).squeeze(1), float(width))
-    box_h = torch.where(any_fits, box_h.gather(1, first).squeeze(1), float(height))
-    top = torch.floor((height - box_h + 1) * torch.rand(count, generator=generator, device=device))
-    left = torch.floor((width - box_w + 1) * torch.rand(count, generator=generator, device=device))
+    box_w = torch.where(any_fits, _first(box_w, fits), float(width))
+    box_h = torch.where(any_fits, _first(box_h, fits), float(height))
+    top, left = _offsets(height, width, box_h, box_w, generator, device)
     return top, left, box_h, box_w
 
 
@@ -176,26 +192,15 @@ def erase_masks(policy: Policy, shape, generator: torch.Generator, device) -> to
     pixels; the first smaller than the image is placed at a random pixel offset; when none is,
     nothing is erased."""
     count, _, height, width = shape
-    candidates = (count, CROP_ATTEMPTS)
-    low, high = policy.erase_scale
-    area = (
-        height
-        * width
-        * (low + (high - low) * torch.rand(candidates, generator=generator, device=device))
+    box_h, box_w = _candidate_sizes(
+        policy.erase_scale, policy.erase_ratio, count, height * width, generator, device
     )
-    log_low, log_high = (math.log(r) for r in policy.erase_ratio)
-    ratio = torch.exp(
-        log_low + (log_high - log_low) * torch.rand(candidates, generator=generator, device=device)
-    )
-    box_h, box_w = torch.round(torch.sqrt(area * ratio)), torch.round(torch.sqrt(area / ratio))
     fits = (box_h < height) & (box_w < width)
-    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)
-    box_h, box_w = box_h.gather(1, first).squeeze(1), box_w.gather(1, first).squeeze(1)
+    box_h, box_w = _first(box_h, fits), _first(box_w, fits)
     erase = fits.any(dim=1) & (
         torch.rand(count, generator=generator, device=device) < policy.erase_probability
     )
-    top = torch.floor((height - box_h + 1) * torch.rand(count, generator=generator, device=device))
-    left = torch.floor((width - box_w + 1) * torch.rand(count, generator=generator, device=device))
+    top, left = _offsets(height, width, box_h, box_w, generator, device)
     rows = torch.arange(height, device=device).view(1, height, 1)
     columns = torch.arange(width, device=device).view(1, 1, width)
     inside = (
