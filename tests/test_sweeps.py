@@ -137,7 +137,7 @@ def test_a_point_is_its_base_experiment_with_the_points_values_and_the_sweeps_se
         (
             {"experiment": "cnn_baseline", "grid": {"weights": ["imagenet"]}},
             {},
-            'weights (sweeps.s, point weights=imagenet) = "imagenet" needs model resnet18',
+            'weights (sweeps.s, point weights=imagenet) = "imagenet" needs a model with published ImageNet weights',
         ),
         (
             {"experiment": "cnn_baseline", "grid": {"epochs": [1]}},

@@ -39,6 +39,7 @@ EXPERIMENTS = [
     "vit_small",
     "vit_b16_finetune",  # at 32x32, from random init (no ImageNet weights offline), flagged
     "cnn_frontier",  # random erasing, the weights' moving average (what is evaluated, exported)
+    "cnn_500_fixmatch",  # labelled and unlabelled images in every step
 ]
 # tiny.yaml's seeds: cnn_small_plain has two replicates, the others one (config.yaml's seed)
 SEEDS = {name: [42] for name in EXPERIMENTS} | {

@@ -55,6 +55,18 @@ PRESETS.add(
     "flip_crop_erase",
     Policy(flip_probability=0.5, crop_scale=(0.75, 1.0), erase_probability=0.5),
 )
+# The strong view of semi-supervised training (unlabelled_images): flip, rotation up to 30
+# degrees, a resized crop down to half the image, and always one erased rectangle (FixMatch's
+# Cutout), where the weak view is the experiment's augmentation.
+PRESETS.add(
+    "strong",
+    Policy(
+        flip_probability=0.5,
+        max_rotation_degrees=30,
+        crop_scale=(0.5, 1.0),
+        erase_probability=1.0,
+    ),
+)
 
 
 def get_policy(name: str) -> Policy:

@@ -57,6 +57,49 @@ class DeviceBatches:
         self.generator.set_state(state["generator"])
 
 
+class SemiSupervisedBatches(DeviceBatches):
+    """Labelled batches as ``DeviceBatches`` gives them, each followed by unlabelled images: a
+    random draw of ``ratio`` x batch size of them, augmented twice (the weak policy, then the
+    strong one). Yields ``(images, labels)`` where ``labels`` belong to the first ``len(labels)``
+    images; the rest is the unlabelled weak half, then the strong half (``ConsistencyLoss``).
+
+    Only the unlabelled images are given to it, never their labels. Resumable mid-epoch: every
+    draw comes from the one generator whose state the checkpoint keeps."""
+
+    def __init__(
+        self,
+        images,
+        labels,
+        unlabelled_images,
+        device,
+        policy: Policy,
+        strong_policy: Policy,
+        batch_size: int,
+        ratio: int,
+        generator,
+        channels_last,
+    ):
+        super().__init__(images, labels, device, policy, batch_size, generator, False)
+        self.unlabelled = (
+            torch.from_numpy(np.ascontiguousarray(unlabelled_images)).to(device).unsqueeze(1)
+        )
+        self.strong_policy, self.unlabelled_batch = strong_policy, ratio * batch_size
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
+
+    def batches(self, order: torch.Tensor, start_step: int):
+        for images, labels in super().batches(order, start_step):
+            pick = torch.randint(
+                len(self.unlabelled),
+                (self.unlabelled_batch,),
+                generator=self.generator,
+                device=self.unlabelled.device,
+            )
+            raw = to_float_batch(self.unlabelled[pick])
+            weak = augment_batch(raw, self.policy, self.generator)
+            strong = augment_batch(raw, self.strong_policy, self.generator)
+            yield torch.cat([images, weak, strong]).contiguous(memory_format=self.layout), labels
+
+
 class ChapterDataset(torch.utils.data.Dataset):
     """Like torchvision's FashionMNIST: one PIL image at a time through the transforms."""
 

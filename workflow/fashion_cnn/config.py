@@ -24,7 +24,7 @@ import jsonschema
 import yaml
 
 from fashion_cnn.errors import UserError
-from fashion_cnn.settings import EngineSettings
+from fashion_cnn.settings import EngineSettings, unlabelled_count
 from fashion_cnn.sweeps import (
     NOT_SWEPT,
     SWEEPS_FOLDER,
@@ -43,6 +43,7 @@ FIX = "Fix it in config.yaml (or in the --config/--configfile override that sets
 REGISTRY_ENUMS = {
     "model": ("models.py", "MODELS"),
     "augmentation": ("augment.py", "PRESETS"),
+    "strong_augmentation": ("augment.py", "PRESETS"),
     "optimizer": ("optim.py", "OPTIMIZERS"),
     "lr_schedule": ("optim.py", "SCHEDULES"),
 }
@@ -320,12 +321,27 @@ def _check_experiment(where: str, experiment: dict, key=None) -> None:
             f"{VIT_SMALL_HEADS} (e.g. 64 or 96)."
         )
     held_out = experiment["validation_images"]
+    unlabelled = experiment["unlabelled_images"] if experiment["train_subset"] else 0
+    unlabelled = unlabelled_count(experiment) if unlabelled == "all" else unlabelled
     if held_out and experiment["train_subset"] + held_out > TRAINING_IMAGES:
         raise UserError(
             f"Config error: {where} trains on the first {experiment['train_subset']} images and "
             f"holds out the last {held_out} for validation, which would overlap (there are "
             f"{TRAINING_IMAGES:,} training images). Make train_subset + validation_images at "
             "most 60000."
+        )
+    if experiment["unlabelled_images"] and not experiment["train_subset"]:
+        raise UserError(
+            f"Config error: {key('unlabelled_images')} = {experiment['unlabelled_images']}, but train_subset is 0 (every "
+            "training image labelled), so no image is left to use without its label. Set "
+            "train_subset to the number of labelled images (e.g. 500)."
+        )
+    if unlabelled and experiment["train_subset"] + unlabelled + held_out > TRAINING_IMAGES:
+        raise UserError(
+            f"Config error: {where} uses the first {experiment['train_subset']} images with their "
+            f"labels, the next {unlabelled} without, and holds out the last {held_out}: more than "
+            f"the {TRAINING_IMAGES:,} training images. Make train_subset + unlabelled_images + "
+            "validation_images at most 60000."
         )
     if experiment["conv1_init"] != "random" and (model != "resnet18" or weights == "none"):
         raise UserError(

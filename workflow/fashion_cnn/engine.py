@@ -20,13 +20,14 @@ from torch import nn
 
 from fashion_cnn import provenance
 from fashion_cnn.augment import get_policy
-from fashion_cnn.batches import DeviceBatches, LoaderBatches
+from fashion_cnn.batches import DeviceBatches, LoaderBatches, SemiSupervisedBatches
 from fashion_cnn.checkpoint import FORMAT, save_checkpoint, settings_fingerprint
 from fashion_cnn.checkpoint import load_file as load_state_file
 from fashion_cnn.device import Switches, resolve_device, set_threads
 from fashion_cnn.errors import TrainingInterrupted, UserError
 from fashion_cnn.files import write_csv, write_text
 from fashion_cnn.graphs import GraphedStep
+from fashion_cnn.losses import make_loss
 from fashion_cnn.models import (
     build_model,
     model_arguments,
@@ -35,7 +36,7 @@ from fashion_cnn.models import (
     summary_table,
 )
 from fashion_cnn.optim import make_optimizer, make_scheduler, set_learning_rate_kind
-from fashion_cnn.settings import EngineSettings, ExperimentSettings
+from fashion_cnn.settings import EngineSettings, ExperimentSettings, unlabelled_count
 from fashion_cnn.weights import initialise
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,9 @@ def start_run(job: TrainingJob) -> Run:
         if held_out
         else None
     )
+    # unlabelled_images: the next N images, without their labels (never read here)
+    count = unlabelled_count(experiment.as_dict(), total) if experiment.train_subset else 0
+    unlabelled = arrays["train_images"][subset : subset + count]
 
     arguments = model_arguments(experiment)
     model = build_model(experiment.model, arguments)
@@ -197,28 +201,7 @@ def start_run(job: TrainingJob) -> Run:
         memory_format=torch.channels_last if switches.channels_last else torch.preserve_format,
     )
 
-    policy = get_policy(experiment.augmentation)
-    if engine.data_pipeline == "device":
-        generator = torch.Generator(device=device).manual_seed(experiment.seed)
-        source = DeviceBatches(
-            images,
-            labels,
-            device,
-            policy,
-            experiment.batch_size,
-            generator,
-            switches.channels_last,
-        )
-    else:
-        source = LoaderBatches(
-            images,
-            labels,
-            device,
-            policy,
-            experiment.batch_size,
-            experiment.seed,
-            switches.channels_last,
-        )
+    source = _batch_source(job, images, labels, unlabelled, device, switches)
     optimizer = make_optimizer(model, experiment, device if switches.cuda_graph else None)
     averaged = (
         torch.optim.swa_utils.AveragedModel(
@@ -230,7 +213,7 @@ def start_run(job: TrainingJob) -> Run:
         else None
     )
     forward = torch.compile(model) if switches.compile else model
-    loss_function = nn.CrossEntropyLoss(label_smoothing=experiment.label_smoothing)
+    loss_function = make_loss(experiment)
     return Run(
         job=job,
         device=device,
@@ -266,18 +249,59 @@ def start_run(job: TrainingJob) -> Run:
     )
 
 
+def _batch_source(job: TrainingJob, images, labels, unlabelled, device, switches: Switches):
+    """The device pipeline (labelled batches, or with unlabelled images), or the chapter's."""
+    experiment, policy = job.experiment, get_policy(job.experiment.augmentation)
+    if job.engine.data_pipeline == "dataloader":
+        if len(unlabelled):
+            raise UserError(
+                f"{job.name} trains with unlabelled images, which only the device data pipeline "
+                "draws: set engine.data_pipeline to device."
+            )
+        return LoaderBatches(
+            images,
+            labels,
+            device,
+            policy,
+            experiment.batch_size,
+            experiment.seed,
+            switches.channels_last,
+        )
+    generator = torch.Generator(device=device).manual_seed(experiment.seed)
+    if len(unlabelled):
+        return SemiSupervisedBatches(
+            images,
+            labels,
+            unlabelled,
+            device,
+            policy,
+            get_policy(experiment.strong_augmentation),
+            experiment.batch_size,
+            experiment.unlabelled_ratio,
+            generator,
+            switches.channels_last,
+        )
+    return DeviceBatches(
+        images, labels, device, policy, experiment.batch_size, generator, switches.channels_last
+    )
+
+
 def train_model(job: TrainingJob) -> dict:
     """Train one experiment; write the checkpoint, history CSV and model summary. Returns the state."""
     run = start_run(job)
     experiment, progress = job.experiment, run.progress
     _resume(run)
     log.info(
-        "training %s: model %s (%s parameters), %d images, %d epochs of %d steps, batch %d, "
+        "training %s: model %s (%s parameters), %d images%s, %d epochs of %d steps, batch %d, "
         "augmentation %s, weights %s, device %s, %s",
         job.name,
         experiment.model,
         f"{parameter_count(run.model):,}",
         run.images,
+        f" and {len(run.source.unlabelled):,} without labels ({experiment.unlabelled_ratio} per "
+        f"labelled image in each step, seen twice; images/s below counts the labelled ones)"
+        if isinstance(run.source, SemiSupervisedBatches)
+        else "",
         experiment.epochs,
         len(run.source),
         experiment.batch_size,
@@ -364,7 +388,8 @@ def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
         if run.averaged is not None:
             run.averaged.update_parameters(run.model)
         loss_sum += loss * len(labels)
-        correct += (outputs.argmax(dim=1) == labels).sum()
+        # the labelled images' outputs come first (semi-supervised batches add unlabelled ones)
+        correct += (outputs[: len(labels)].argmax(dim=1) == labels).sum()
         seen += len(labels)
         progress.step += 1
         if progress.step % check_every == 0 or sigterm.raised:

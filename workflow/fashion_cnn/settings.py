@@ -29,6 +29,14 @@ class _Settings:
         return dataclasses.replace(self, **changes)
 
 
+def unlabelled_count(experiment: dict, training_images: int = 60_000) -> int:
+    """How many images an experiment uses without labels (``unlabelled_images``: N or all)."""
+    value = experiment["unlabelled_images"]
+    if value == "all":
+        return training_images - experiment["train_subset"] - experiment["validation_images"]
+    return int(value)
+
+
 @dataclass(frozen=True)
 class ExperimentSettings(_Settings):
     """What one experiment learns: ``experiments.<name>`` of the config, defaults filled in."""
@@ -46,6 +54,11 @@ class ExperimentSettings(_Settings):
     weights: str
     conv1_init: str
     train_subset: int
+    unlabelled_images: int | str  # a count, or 'all'
+    unlabelled_ratio: int
+    strong_augmentation: str
+    pseudo_label_threshold: float
+    unlabelled_weight: float
     augmentation: str
     epochs: int
     batch_size: int

@@ -1,0 +1,163 @@
+"""Semi-supervised training (500 labels and the rest unlabelled): the batches, FixMatch's
+consistency loss, and the promise that the unlabelled images' labels never reach the loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_training_job
+from fashion_cnn.augment import get_policy
+from fashion_cnn.batches import SemiSupervisedBatches
+from fashion_cnn.checkpoint import load_checkpoint
+from fashion_cnn.engine import start_run, train_model
+from fashion_cnn.losses import ConsistencyLoss
+
+SEMI = {
+    "model": "cnn_bn",
+    "width": 8,
+    "train_subset": 64,
+    "unlabelled_images": 512,
+    "unlabelled_ratio": 2,
+    "augmentation": "flip",
+    "epochs": 2,
+    "batch_size": 32,
+    "pseudo_label_threshold": 0.5,
+}
+
+
+def test_the_loss_is_cross_entropy_plus_confident_pseudo_labels():
+    labels = torch.tensor([3, 1])
+    # two labelled rows, then two unlabelled images: weak views, then strong views
+    weak = torch.tensor([[0.0] * 9 + [8.0], [0.0] * 10])  # confident class 9; uniform
+    strong = torch.randn(2, 10, requires_grad=True)
+    labelled = torch.randn(2, 10, requires_grad=True)
+    weak = weak.clone().requires_grad_(True)
+    outputs = torch.cat([labelled, weak, strong])
+    loss = ConsistencyLoss(threshold=0.95, weight=2.0)(outputs, labels)
+    expected = torch.nn.functional.cross_entropy(labelled, labels) + 2.0 * (
+        torch.nn.functional.cross_entropy(strong[:1], torch.tensor([9])) / 2
+    )  # the uniform one is below the threshold: masked, but still counted in the mean
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert weak.grad is None or torch.all(weak.grad == 0)  # a target, not a path for gradients
+    assert torch.all(strong.grad[1] == 0) and torch.any(strong.grad[0] != 0)
+
+
+def test_batches_hold_the_labelled_images_then_two_views_of_unlabelled_ones(arrays):
+    generator = torch.Generator().manual_seed(0)
+    unlabelled = arrays["train_images"][100:300]
+    source = SemiSupervisedBatches(
+        arrays["train_images"][:100],
+        arrays["train_labels"][:100],
+        unlabelled,
+        torch.device("cpu"),
+        get_policy("none"),  # weak view = the image itself, to find it below
+        get_policy("strong"),
+        32,
+        3,
+        generator,
+        False,
+    )
+    batches = list(source.batches(source.new_order(), 0))
+    assert len(batches) == len(source) == 4  # epochs are over the labelled images
+    images, labels = batches[0]
+    assert images.shape == (32 + 2 * 96, 1, 28, 28) and labels.shape == (32,)
+    weak, strong = images[32:].chunk(2)
+    pool = torch.from_numpy(unlabelled).float().div(255).flatten(1)
+    found = (weak.flatten(1)[:, None, :] == pool[None]).all(dim=2).any(dim=1)
+    assert torch.all(found)  # every weak view is one of the unlabelled images, exactly
+    changed = (weak != strong).flatten(1).any(dim=1)  # the strong view of the same images
+    assert float(changed.float().mean()) > 0.95
+    last_images, last_labels = batches[-1]
+    assert len(last_labels) == 4 and len(last_images) == 4 + 2 * 96
+
+
+def test_the_unlabelled_images_labels_never_reach_training(
+    tmp_path, prepared_data, arrays, monkeypatch
+):
+    """Train twice: once with the real dataset, once with every label after the labelled subset
+    scrambled. The weights must be bit-identical: those labels never reached the loss."""
+    import fashion_cnn.data as data
+
+    real = data.load_prepared
+
+    def scrambled(path):
+        loaded = dict(real(path))
+        labels = loaded["train_labels"].copy()
+        labels[SEMI["train_subset"] :] = np.random.default_rng(0).permutation(
+            labels[SEMI["train_subset"] :]
+        )
+        labels[SEMI["train_subset"] :] = (labels[SEMI["train_subset"] :] + 1) % 10
+        loaded["train_labels"] = labels
+        return loaded
+
+    weights = []
+    for name, loader in (("real", real), ("scrambled", scrambled)):
+        monkeypatch.setattr(data, "load_prepared", loader)
+        job = tiny_training_job(tmp_path / name, prepared_data, **SEMI)
+        job.model_path.parent.mkdir()
+        train_model(job)
+        weights.append(load_checkpoint(job.model_path)["model_state"])
+    for key, tensor in weights[0].items():
+        assert torch.equal(weights[1][key], tensor), key
+
+
+def test_the_unlabelled_pool_is_the_images_after_the_labelled_ones(tmp_path, prepared_data, arrays):
+    job = tiny_training_job(
+        tmp_path, prepared_data, **dict(SEMI, unlabelled_images="all", validation_images=1000)
+    )
+    run = start_run(job)
+    assert run.source.count == 64
+    pool = run.source.unlabelled.squeeze(1).numpy()
+    assert np.array_equal(pool, arrays["train_images"][64:59_000])  # neither labelled nor held out
+    assert not hasattr(run.source, "unlabelled_labels")
+
+
+def test_semi_supervised_training_learns_and_resumes_like_any_run(tmp_path, prepared_data):
+    job = tiny_training_job(tmp_path, prepared_data, **SEMI)
+    state = train_model(job)
+    history = state["progress"]["history"]
+    assert len(history) == 2 and all(np.isfinite(row["train_loss"]) for row in history)
+    assert state["config"]["unlabelled_images"] == 512
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"train_subset": 0, "unlabelled_images": 100}, "no image is left"),
+        (
+            {"train_subset": 500, "unlabelled_images": 59_000, "validation_images": 1000},
+            "more than",
+        ),
+    ],
+)
+def test_impossible_splits_are_config_errors(changes, expected):
+    from conftest import base_config
+    from fashion_cnn.config import validate_config
+    from fashion_cnn.errors import UserError
+
+    config = base_config()
+    config["experiments"]["cnn_baseline"].update(changes)
+    with pytest.raises(UserError, match=expected):
+        validate_config(config)
+
+
+def test_both_views_come_from_the_same_unlabelled_images(arrays):
+    """With both policies the identity, the weak and strong halves are the same images in the
+    same order: each strong view is paired with its own weak view (the pseudo-label's source)."""
+    source = SemiSupervisedBatches(
+        arrays["train_images"][:64],
+        arrays["train_labels"][:64],
+        arrays["train_images"][64:1064],
+        torch.device("cpu"),
+        get_policy("none"),
+        get_policy("none"),
+        32,
+        4,
+        torch.Generator().manual_seed(1),
+        False,
+    )
+    images, labels = next(iter(source.batches(source.new_order(), 0)))
+    weak, strong = images[32:].chunk(2)
+    assert torch.equal(weak, strong) and len(weak) == 128
