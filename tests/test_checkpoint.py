@@ -258,3 +258,129 @@ def test_offline_vit_fetch_goes_on_loudly_from_random_init(tmp_path, caplog):
     source = initialise(model, experiment, str(status_path), strict=False)
     assert source == "random init (ImageNet weights unavailable)"
     assert "training vit_b16 from RANDOM INITIALISATION" in flat(caplog.text)
+
+
+# ----------------------------------------------------------------------------- Google's ViT file
+
+
+def write_safetensors(path, tensors: dict) -> None:
+    """The safetensors layout, written here (the package is not a dependency): 8-byte header
+    length, JSON header with dtype, shape and byte range of each tensor, then the bytes."""
+    import json
+
+    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
+    for name, tensor in tensors.items():
+        blob = tensor.contiguous().numpy().tobytes()
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + b"".join(blobs))
+
+
+def google_layout(state: dict) -> dict:
+    """torchvision's vit_b_16 tensors under the names of google/vit-base-patch16-224's
+    model.safetensors (Hugging Face's ViTForImageClassification), query/key/value apart."""
+    google = {
+        "vit.embeddings.cls_token": state["class_token"],
+        "vit.embeddings.position_embeddings": state["encoder.pos_embedding"],
+        "vit.embeddings.patch_embeddings.projection.weight": state["conv_proj.weight"],
+        "vit.embeddings.patch_embeddings.projection.bias": state["conv_proj.bias"],
+        "vit.layernorm.weight": state["encoder.ln.weight"],
+        "vit.layernorm.bias": state["encoder.ln.bias"],
+        "classifier.weight": torch.zeros(1000, 768),
+        "classifier.bias": torch.zeros(1000),
+    }
+    for layer in range(12):
+        ours, theirs = f"encoder.layers.encoder_layer_{layer}.", f"vit.encoder.layer.{layer}."
+        for kind in ("weight", "bias"):
+            query, key, value = state[f"{ours}self_attention.in_proj_{kind}"].chunk(3)
+            google |= {
+                f"{theirs}attention.attention.query.{kind}": query,
+                f"{theirs}attention.attention.key.{kind}": key,
+                f"{theirs}attention.attention.value.{kind}": value,
+                f"{theirs}attention.output.dense.{kind}": state[
+                    f"{ours}self_attention.out_proj.{kind}"
+                ],
+                f"{theirs}layernorm_before.{kind}": state[f"{ours}ln_1.{kind}"],
+                f"{theirs}layernorm_after.{kind}": state[f"{ours}ln_2.{kind}"],
+                f"{theirs}intermediate.dense.{kind}": state[f"{ours}mlp.0.{kind}"],
+                f"{theirs}output.dense.{kind}": state[f"{ours}mlp.3.{kind}"],
+            }
+    return google
+
+
+def test_googles_own_vit_checkpoint_loads_by_its_key_names(vit_b16_layout_file, tmp_path):
+    """google/vit-base-patch16-224's model.safetensors, in layout (made here from torchvision's
+    tensors): every encoder tensor lands where torchvision's own file puts it, and the model
+    normalises its input as Google's ViT was trained ([-1, 1])."""
+    from fashion_cnn.models import model_arguments
+
+    _, state = vit_b16_layout_file
+    path = tmp_path / "model.safetensors"
+    write_safetensors(path, google_layout(state))
+    experiment = ExperimentSettings.from_dict(
+        dict(base_config()["experiments"]["vit_b16_finetune"], weights=str(path))
+    )
+    arguments = model_arguments(experiment)
+    assert arguments["statistics"] == "google"
+    model = build_model("vit_b16", arguments)
+    source = initialise(model, experiment, None, strict=False)
+    assert source == f"file {path}"
+    own = model.state_dict()
+    for key, tensor in state.items():
+        if not key.startswith("heads."):
+            assert torch.equal(own[f"vit.{key}"], tensor), key
+    grey = torch.rand(2, 1, 224, 224)
+    assert torch.allclose(model.stem(grey), (grey.expand(-1, 3, -1, -1) - 0.5) / 0.5)
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda data: data[:5], "shorter than the header's length field"),
+        (lambda data: (10**12).to_bytes(8, "little") + data[8:], "more than the file holds"),
+        (lambda data: data[:-4], "lies outside the file"),
+        (lambda data: data[:8] + b"[" + data[9:], "not JSON"),
+    ],
+    ids=["cut to 5 bytes", "huge header", "last tensor cut", "header not JSON"],
+)
+def test_a_damaged_safetensors_file_is_named(tmp_path, damage, expected):
+    from fashion_cnn.safetensors import read_safetensors
+
+    path = tmp_path / "model.safetensors"
+    write_safetensors(path, {"vit.embeddings.cls_token": torch.ones(1, 1, 8)})
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(UserError, match=expected) as caught:
+        read_safetensors(path)
+    assert str(path) in str(caught.value)
+
+
+def test_overlapping_or_misshapen_tensors_are_refused(tmp_path):
+    import json
+
+    from fashion_cnn.safetensors import read_safetensors
+
+    for header, expected in (
+        ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+          "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, "overlap"),
+        ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, "does not fit"),
+        ({"a": {"dtype": "I8", "shape": [8], "data_offsets": [0, 8]}}, "no valid dtype"),
+    ):  # fmt: skip
+        text = json.dumps(header).encode()
+        path = tmp_path / "bad.safetensors"
+        path.write_bytes(len(text).to_bytes(8, "little") + text + bytes(12))
+        with pytest.raises(UserError, match=expected):
+            read_safetensors(path)
+
+
+def test_a_safetensors_file_that_is_not_googles_vit_is_refused(tmp_path):
+    path = tmp_path / "other.safetensors"
+    write_safetensors(path, {"conv1.weight": torch.zeros(64, 3, 7, 7)})
+    model = build_model("vit_b16", {"output_softmax": False, "image_size": 32})
+    with pytest.raises(UserError, match="has no embeddings.cls_token"):
+        apply_weights(model, "vit_b16", path, conv1_init="random")

@@ -349,6 +349,12 @@ def _check_experiment(where: str, experiment: dict, key=None) -> None:
             "pretrained RGB filters, so it needs model resnet18 with weights imagenet or a "
             "path. Set conv1_init: random, or give pretrained weights."
         )
+    if weights.endswith(".safetensors") and model != "vit_b16":
+        raise UserError(
+            f'Config error: {key("weights")} = "{weights}": a .safetensors file is read as '
+            f"Google's ViT-B/16 checkpoint, for model vit_b16, but the model is {model}. Give "
+            "a .pth state_dict for this model."
+        )
     if weights not in ("none", "imagenet") and not Path(weights).is_file():
         raise UserError(
             f'Config error: {key("weights")} = "{weights}" is neither none nor imagenet, so '

@@ -134,20 +134,25 @@ def resnet18_for_fashion(output_softmax: bool = False) -> nn.Module:
     return model
 
 
-# ImageNet's per-channel statistics, which torchvision's pretrained ViT-B/16 was trained with.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# The per-channel statistics a pretrained ViT-B/16 saw: ImageNet's for torchvision's weights,
+# 0.5 and 0.5 (pixels in [-1, 1]) for Google's own checkpoint.
+STATISTICS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "google": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
 
 
 class GreyToImageNet(nn.Module):
-    """(N, 1, 28, 28) grey images in [0, 1] -> (N, 3, size, size), normalised as ImageNet's:
-    part of the model, so evaluation and the exported ONNX graph take the same 28x28 input."""
+    """(N, 1, 28, 28) grey images in [0, 1] -> (N, 3, size, size), normalised as the pretrained
+    weights expect (``STATISTICS``): part of the model, so evaluation and the exported ONNX graph
+    take the same 28x28 input."""
 
-    def __init__(self, image_size: int):
+    def __init__(self, image_size: int, statistics: str = "imagenet"):
         super().__init__()
         self.image_size = image_size
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = STATISTICS[statistics]
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
@@ -183,12 +188,17 @@ class VisionTransformerFor28(nn.Module):
 
 @MODELS.register("vit_b16")
 def vit_b16_for_fashion(
-    image_size: int = 224, dropout: float = 0.0, output_softmax: bool = False
+    image_size: int = 224,
+    dropout: float = 0.0,
+    output_softmax: bool = False,
+    statistics: str = "imagenet",
 ) -> nn.Module:
     """ViT-B/16, the architecture of google/vit-base-patch16-224 (torchvision's ``vit_b_16``): grey
     images repeated to 3 channels, resized to ``image_size`` (224 as pretrained; smaller saves
     compute, the position embeddings are then interpolated when pretrained weights load), a new
-    10-way head. The chapter's third exercise; about 17.6 GFLOP per 224x224 image forward."""
+    10-way head. The chapter's third exercise; about 17.6 GFLOP per 224x224 image forward.
+    ``statistics``: the normalisation the weights were trained with (google for Google's own
+    checkpoint, read from a .safetensors file)."""
     vit = torchvision.models.VisionTransformer(
         image_size=image_size,
         patch_size=16,
@@ -198,7 +208,7 @@ def vit_b16_for_fashion(
         mlp_dim=3072,
         dropout=dropout,
     )
-    model = VisionTransformerFor28(GreyToImageNet(image_size), vit, dropout)
+    model = VisionTransformerFor28(GreyToImageNet(image_size, statistics), vit, dropout)
     return _with_softmax(model, output_softmax)
 
 
@@ -288,6 +298,8 @@ def model_arguments(experiment: ExperimentSettings) -> dict:
         arguments["patch_size"] = int(experiment.patch_size)
     if experiment.model == "vit_b16":
         arguments["image_size"] = int(experiment.image_size)
+        if experiment.weights.endswith(".safetensors"):  # Google's checkpoint (weights.py)
+            arguments["statistics"] = "google"
     if experiment.dropout:  # absent when 0, so checkpoints without dropout keep their arguments
         arguments["dropout"] = float(experiment.dropout)
         if experiment.model in ("cnn", "cnn_bn"):

@@ -109,6 +109,8 @@ def read_status(status_path: Path) -> dict:
 
 
 def _state_dict_from_file(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        return _google_vit_from_file(path)
     state = load_file(path, what="weights file")
     if isinstance(state, dict) and state.get("format") == FORMAT:
         state = state["model_state"]
@@ -118,6 +120,22 @@ def _state_dict_from_file(path: Path) -> dict:
             "saved with torch.save(model.state_dict(), path), or a fashion-cnn model.pt."
         )
     return state
+
+
+def _google_vit_from_file(path: Path) -> dict:
+    """Google's ViT-B/16 checkpoint (google/vit-base-patch16-224's model.safetensors) in
+    torchvision's vit_b_16 layout. A .safetensors file is read as that checkpoint only: the model
+    normalises its input as Google's ViT was trained (models.STATISTICS)."""
+    from fashion_cnn.safetensors import google_vit_to_torchvision, is_google_vit, read_safetensors
+
+    state = read_safetensors(path)
+    if not is_google_vit(state):
+        raise UserError(
+            f"{path} is a .safetensors file, which is read as Google's ViT-B/16 checkpoint "
+            "(google/vit-base-patch16-224's model.safetensors), but it has no "
+            "embeddings.cls_token. For torchvision's weights give their .pth file instead."
+        )
+    return google_vit_to_torchvision(state)
 
 
 def apply_weights(model: nn.Module, model_name: str, source: Path, conv1_init: str) -> dict:
