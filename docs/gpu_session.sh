@@ -12,9 +12,10 @@
 # jsonschema, pytest; Snakemake (without pulp: the greedy scheduler; installed from wheels in .whl/ when that folder exists: the lent
 # GPU machines have no network); the four Fashion-MNIST .gz files in resources/fashion-mnist/.
 # STAGES (default "tests bench dag") picks stages; "ort" times ONNX Runtime (its CUDA provider
-# when onnxruntime-gpu is installed); "exercises" trains the chapter's exercises (cnn_validated,
-# cnn_dropout and vit_small on 3 seeds each, the dropout_rate sweep) through Snakemake into
-# results-exercises/, and times the ViTs' training steps.
+# when onnxruntime-gpu is installed); "exercises" trains the chapter's exercises and the recipes
+# beyond it (cnn_validated, cnn_dropout, vit_small, cnn_frontier, cnn_500_supervised and
+# cnn_500_fixmatch on 3 seeds each) through Snakemake into results-exercises/, and times the ViTs'
+# training steps; "sweeps" adds the dropout_rate and label_count sweeps there.
 set -u
 OUT=${OUT:-/tmp/gpu-session}
 DEVICE=${DEVICE:-cuda}
@@ -102,8 +103,9 @@ if wants exercises; then
     # 8 jobs at a time on the one GPU (2 CPU threads each: the loop is one Python thread)
     timeout "${LIMITS[4]}" "$PY" -m snakemake --cores "$(nproc)" --scheduler greedy \
         "${EXERCISE_CONFIG[@]}" --set-threads train_model=2 evaluate_model=2 export_onnx=2 \
-        --config results=results-exercises 'run_experiments=[cnn_validated,cnn_dropout,vit_small]' \
-        'run_sweeps=[dropout_rate]' --keep-going
+        --config results=results-exercises \
+        'run_experiments=[cnn_validated,cnn_dropout,vit_small,cnn_frontier,cnn_500_supervised,cnn_500_fixmatch]' \
+        'run_sweeps=[]' --keep-going
     echo "exercises rc=$? wall=$(($(date +%s) - start)) s"
     cat results-exercises/summary/summary.md results-exercises/comparisons/comparisons.md \
         results-exercises/sweeps/dropout_rate/sweep.md 2>/dev/null
@@ -114,5 +116,17 @@ if wants exercises; then
         --workloads vit_small vit_b16 --skip-inference --switches channels_last \
         --output-json "$OUT/benchmark_vit.json" --output-markdown "$OUT/benchmark_vit.md"
     echo "vit benchmark rc=$?"
+fi
+if wants sweeps; then
+    stage "sweeps: dropout rate; labelled images with and without the unlabelled ones (3 seeds)"
+    start=$(date +%s)
+    timeout "${LIMITS[4]}" "$PY" -m snakemake --cores "$(nproc)" --scheduler greedy \
+        "${EXERCISE_CONFIG[@]}" --set-threads train_model=2 evaluate_model=2 export_onnx=2 \
+        --config results=results-exercises 'run_experiments=[cnn_dropout]' \
+        'run_sweeps=[dropout_rate,label_count]' --keep-going
+    echo "sweeps rc=$? wall=$(($(date +%s) - start)) s"
+    cat results-exercises/sweeps/*/sweep.md 2>/dev/null
+    tar czf "$OUT/results-sweeps.tgz" --exclude='*.pt' --exclude='*.onnx' --exclude='*.npz' \
+        results-exercises/sweeps 2>/dev/null
 fi
 stage done

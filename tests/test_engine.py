@@ -444,3 +444,35 @@ def test_a_run_with_weight_averaging_resumes_exactly(tmp_path, prepared_data, mo
     for part in ("model_state", "training_model_state"):
         for key, tensor in expected[part].items():
             assert torch.equal(got[part][key], tensor), (part, key)
+
+
+def test_vit_b16_trains_through_the_loop_from_the_offline_fallback(tmp_path, prepared_data):
+    """The pretrained ViT's whole path on a CPU, small: torchvision's URL fails here (no
+    internet), the run goes on from random init, flagged, at 32x32 (position embeddings for 2x2
+    patches); the checkpoint rebuilds the model. (Not in the tiny workflow: evaluating an 86M
+    parameter model on the 10,000 test images costs minutes on 2 cores.)"""
+    from fashion_cnn.weights import fetch_imagenet_weights
+
+    status = tmp_path / "vit_b16_imagenet.json"
+    fetch_imagenet_weights(tmp_path / "weights", status, False, model="vit_b16")
+    job = tiny_training_job(
+        tmp_path,
+        prepared_data,
+        model="vit_b16",
+        weights="imagenet",
+        image_size=32,
+        train_subset=32,
+        epochs=1,
+        batch_size=16,
+        optimizer="adamw",
+        learning_rate=1.0e-4,
+    )
+    job.weights_input = str(status)
+    state = train_model(job)
+    assert state["weights_source"] == "random init (ImageNet weights unavailable)"
+    assert state["model"] == {
+        "name": "vit_b16",
+        "arguments": {"output_softmax": False, "image_size": 32},
+    }
+    model = model_from_checkpoint(load_checkpoint(job.model_path))
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)

@@ -37,7 +37,6 @@ EXPERIMENTS = [
     "cnn_fast",
     "cnn_dropout",  # with a validation split
     "vit_small",
-    "vit_b16_finetune",  # at 32x32, from random init (no ImageNet weights offline), flagged
     "cnn_frontier",  # random erasing, the weights' moving average (what is evaluated, exported)
     "cnn_500_fixmatch",  # labelled and unlabelled images in every step
 ]
