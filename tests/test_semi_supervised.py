@@ -161,3 +161,15 @@ def test_both_views_come_from_the_same_unlabelled_images(arrays):
     images, labels = next(iter(source.batches(source.new_order(), 0)))
     weak, strong = images[32:].chunk(2)
     assert torch.equal(weak, strong) and len(weak) == 128
+
+
+def test_unlabelled_images_with_the_chapters_dataloader_pipeline_are_a_clear_error(
+    tmp_path, prepared_data
+):
+    from fashion_cnn.errors import UserError
+
+    job = tiny_training_job(tmp_path, prepared_data, **SEMI)
+    job.engine = job.engine.replace(data_pipeline="dataloader")
+    with pytest.raises(UserError, match="only the device data pipeline draws"):
+        train_model(job)
+    assert not job.model_path.exists() and not job.state_path.exists()
