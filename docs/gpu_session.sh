@@ -97,20 +97,27 @@ if wants ort; then
         --output-json "$OUT/benchmark_ort.json" --output-markdown "$OUT/benchmark_ort.md"
     echo "ort benchmark rc=$?"
 fi
-if wants exercises; then
-    stage "exercises: dropout with a validation split, the small ViT, the dropout sweep (3 seeds each)"
+# Snakemake into results-exercises/ with the given --config words, 8 jobs at a time on the one
+# GPU (2 CPU threads each: the loop is one Python thread), timed; then a tarball of $2's folder.
+exercise_run() {
+    local name=$1 folder=$2
+    shift 2
+    local start
     start=$(date +%s)
-    # 8 jobs at a time on the one GPU (2 CPU threads each: the loop is one Python thread)
     timeout "${LIMITS[4]}" "$PY" -m snakemake --cores "$(nproc)" --scheduler greedy \
         "${EXERCISE_CONFIG[@]}" --set-threads train_model=2 evaluate_model=2 export_onnx=2 \
-        --config results=results-exercises \
+        --config results=results-exercises "$@" --keep-going
+    echo "$name rc=$? wall=$(($(date +%s) - start)) s"
+    tar czf "$OUT/results-$name.tgz" --exclude='*.pt' --exclude='*.onnx' --exclude='*.npz' \
+        "$folder" 2>/dev/null
+}
+
+if wants exercises; then
+    stage "exercises: dropout with a validation split, the ViT from scratch, the frontier, 500 labels (3 seeds each)"
+    exercise_run exercises results-exercises \
         'run_experiments=[cnn_validated,cnn_dropout,vit_small,cnn_frontier,cnn_500_supervised,cnn_500_fixmatch]' \
-        'run_sweeps=[]' --keep-going
-    echo "exercises rc=$? wall=$(($(date +%s) - start)) s"
-    cat results-exercises/summary/summary.md results-exercises/comparisons/comparisons.md \
-        results-exercises/sweeps/dropout_rate/sweep.md 2>/dev/null
-    tar czf "$OUT/results-exercises.tgz" --exclude='*.pt' --exclude='*.onnx' --exclude='*.npz' \
-        results-exercises 2>/dev/null
+        'run_sweeps=[]'
+    cat results-exercises/summary/summary.md results-exercises/comparisons/comparisons.md 2>/dev/null
     stage "benchmark: the ViTs' training steps (vit_small at 28x28, vit_b16 at 224x224), batch 64"
     timeout "${LIMITS[5]}" "$PY" -m fashion_cnn benchmark --device "$DEVICE" "${VIT_STEPS[@]}" \
         --workloads vit_small vit_b16 --skip-inference --switches channels_last \
@@ -119,14 +126,8 @@ if wants exercises; then
 fi
 if wants sweeps; then
     stage "sweeps: dropout rate; labelled images with and without the unlabelled ones (3 seeds)"
-    start=$(date +%s)
-    timeout "${LIMITS[4]}" "$PY" -m snakemake --cores "$(nproc)" --scheduler greedy \
-        "${EXERCISE_CONFIG[@]}" --set-threads train_model=2 evaluate_model=2 export_onnx=2 \
-        --config results=results-exercises 'run_experiments=[cnn_dropout]' \
-        'run_sweeps=[dropout_rate,label_count]' --keep-going
-    echo "sweeps rc=$? wall=$(($(date +%s) - start)) s"
+    exercise_run sweeps results-exercises/sweeps 'run_experiments=[cnn_dropout]' \
+        'run_sweeps=[dropout_rate,label_count]'
     cat results-exercises/sweeps/*/sweep.md 2>/dev/null
-    tar czf "$OUT/results-sweeps.tgz" --exclude='*.pt' --exclude='*.onnx' --exclude='*.npz' \
-        results-exercises/sweeps 2>/dev/null
 fi
 stage done
