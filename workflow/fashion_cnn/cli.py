@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from fashion_cnn.attempts import attempts_path, finish_attempt, start_attempt
 from fashion_cnn.benchmark import add_arguments as add_benchmark_arguments
 from fashion_cnn.config import PRETRAINED_MODELS, argument_type, schema_at
 from fashion_cnn.errors import TrainingInterrupted, UserError
@@ -40,17 +41,21 @@ class Parser(argparse.ArgumentParser):
 
 
 def setup_logging(log_path: str | None) -> None:
-    """Everything into the rule's log file; warnings and errors also on stderr."""
+    """Everything into the rule's log file, under this attempt's header (earlier unfinished
+    attempts above it: fashion_cnn/attempts.py); warnings and errors also on stderr."""
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(logging.INFO)
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setFormatter(logging.Formatter("fashion-cnn: %(levelname)s: %(message)s"))
     if log_path:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_path, mode="a")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
+        start_attempt(Path(log_path))
+        for path in (Path(log_path), attempts_path(Path(log_path))):
+            handler = logging.FileHandler(path, mode="a")
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+            root.addHandler(handler)
         stderr.setLevel(logging.WARNING)
     root.addHandler(stderr)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
@@ -502,6 +507,9 @@ def main(argv: list[str] | None = None) -> None:
         # inside the handler: a log folder that cannot be written is a user mistake too
         setup_logging(args.log)
         args.function(args)
+        if args.log:
+            logging.shutdown()
+            finish_attempt(Path(args.log))
     except UserError as error:
         log.error("%s", error.paragraph())
         sys.exit(EXIT_USER_ERROR)
