@@ -15,7 +15,7 @@ include: "workflow/rules/common.smk"
 report: "workflow/report/workflow.rst"
 
 
-container: config["container"]
+container: CONTAINER
 
 
 wildcard_constraints:

@@ -225,6 +225,12 @@ CASES = {
         ),
         "sees no CUDA device",
     ),
+    # its scheduler gave the job a GPU (the rule asked for one) and PyTorch finds none: a node
+    # whose driver is too old for the image's CUDA, or no --nv; never a silent CPU run
+    "GPU given, none found": (
+        lambda t, m, d, c: _train(t, d, "--experiment", "cnn_baseline", "--expect-gpu"),
+        "This job asked for a GPU",
+    ),
 }
 
 
@@ -232,7 +238,7 @@ CASES = {
 def test_user_mistake_gives_one_paragraph(
     case, tmp_path, debian_mirror, prepared_data, real_checkpoint
 ):
-    if case == "CUDA asked for, none here" and torch.cuda.is_available():
+    if case in ("CUDA asked for, none here", "GPU given, none found") and torch.cuda.is_available():
         pytest.skip("a GPU is present")
     build, expected = CASES[case]
     arguments = build(tmp_path, debian_mirror, prepared_data, real_checkpoint)  # the bad inputs

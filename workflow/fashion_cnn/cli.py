@@ -121,11 +121,24 @@ def cmd_fetch_weights(args) -> None:
     fetch_imagenet_weights(Path(args.folder), Path(args.status), args.strict, args.model)
 
 
+def _take_gpu(args, device: str) -> None:
+    """A job its scheduler gave a GPU: its own device among several, and none is an error."""
+    if not args.expect_gpu:
+        return
+    from fashion_cnn.config import visible_gpus
+    from fashion_cnn.device import claim_gpu, require_gpu
+
+    if device in ("auto", "cuda"):
+        claim_gpu(visible_gpus() or 0)
+    require_gpu(device)
+
+
 def cmd_train_model(args) -> None:
     from fashion_cnn.engine import TrainingJob, train_model
     from fashion_cnn.settings import EngineSettings, ExperimentSettings
 
     config, experiment = _experiment(args)
+    _take_gpu(args, config["engine"]["device"])
     job = TrainingJob(
         name=args.name or args.experiment,
         experiment=ExperimentSettings.from_dict(experiment),
@@ -204,6 +217,7 @@ def cmd_export_onnx(args) -> None:
     from fashion_cnn.export import export_onnx
 
     config = _config(args)
+    _take_gpu(args, config["engine"]["device"])
     export_onnx(
         Path(args.checkpoint),
         Path(args.data),
@@ -281,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", parser_class=Parser
     )
 
-    def command(name, function, help_text, config=False, experiment=False, threads=False):
+    def command(
+        name, function, help_text, config=False, experiment=False, threads=False, gpu=False
+    ):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(function=function)
         sub.add_argument("--log", help="append the log to this file (warnings also go to stderr)")
@@ -299,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--experiment", required=True, help="experiment name from the config")
         if threads:
             sub.add_argument("--threads", type=THREADS, default=1, help="CPU threads for PyTorch")
+        if gpu:
+            sub.add_argument(
+                "--expect-gpu",
+                action="store_true",
+                help="the job was given a GPU (its rule requests one): stop at once if there is "
+                "none, rather than run on the CPU; on a machine with several, take a free one",
+            )
         return sub
 
     command(
@@ -360,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
         config=True,
         experiment=True,
         threads=True,
+        gpu=True,
     )
     sub.add_argument("--data", required=True)
     sub.add_argument("--model", required=True, help="checkpoint to write (model.pt)")
@@ -407,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         "export to ONNX and check it with ONNX Runtime",
         config=True,
         threads=True,
+        gpu=True,
     )
     sub.add_argument("--checkpoint", required=True)
     sub.add_argument("--data", required=True)

@@ -574,6 +574,39 @@ def visible_gpus() -> int | None:
     return count
 
 
+# What Apptainer can pull (apptainer build/pull's URI formats) and Snakemake passes to it.
+PULLABLE_SCHEMES = ("docker", "oras", "library", "shub", "http", "https")
+
+
+def check_container_image(image: str) -> None:
+    """With --use-singularity every job runs in ``image``: it must be a file that exists or a
+    reference Apptainer can pull, or the first job would fail after the DAG was planned."""
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(image).scheme
+    if scheme in PULLABLE_SCHEMES:
+        return
+    how = (
+        "Build it with `make image` (Apptainer 1.2 or newer, and internet; `make image CUDA=12.8` "
+        "for NVIDIA drivers older than 580), or point `container:` at an image you have: a .sif "
+        "path, or a reference such as docker://ghcr.io/<you>/fashion-cnn:0.1.0 "
+        "(containers/README.md). Or run without one: leave out --use-singularity, or set "
+        "container: none. Nothing was run."
+    )
+    if "://" in image:
+        raise UserError(
+            f"Config error: container = {image!r} is neither a file nor a reference Apptainer can "
+            f"pull ({', '.join(s + '://' for s in PULLABLE_SCHEMES)}), and --use-singularity (or "
+            f"the cluster profile) runs every job in it. {how}"
+        )
+    if not Path(image).is_file():
+        where = "does not exist" if not Path(image).exists() else "is not a file"
+        raise UserError(
+            f"Config error: container = {image} {where} (relative to {Path.cwd()}), and "
+            f"--use-singularity (or the cluster profile) runs every job in it. {how}"
+        )
+
+
 def check_gpu_for_local_jobs(device: str) -> None:
     """An explicit CUDA device must exist before Snakemake removes any output to rerun a job.
 

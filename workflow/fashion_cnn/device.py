@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,94 @@ from fashion_cnn.settings import EngineSettings
 log = logging.getLogger(__name__)
 
 
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` = CUDA when present, else CPU (logged). An explicit CUDA request must be met."""
+# The oldest NVIDIA Linux driver each CUDA major version of PyTorch's builds runs on (NVIDIA's
+# CUDA release notes, "minor version compatibility"; CUDA 12.8's own release asks for 570.26).
+MINIMUM_DRIVER = {"13": "580", "12": "525.60.13"}
+DRIVER_VERSION_FILE = Path("/proc/driver/nvidia/version")
+
+
+def nvidia_driver_version(path: Path = DRIVER_VERSION_FILE) -> str | None:
+    """The loaded NVIDIA kernel driver's version (e.g. 535.104.05), or None without one."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    found = re.search(r"Kernel Module(?: for [^ ]+)?\s+([0-9][0-9.]+)", text)
+    return found.group(1) if found else text.split("\n", 1)[0].strip() or None
+
+
+def require_gpu(spec: str, driver_file: Path = DRIVER_VERSION_FILE) -> None:
+    """The job asked the scheduler for a GPU: finding none must stop it, never train on the CPU
+    for hours without a word. ``engine.device: cpu`` is a choice, and requests no GPU."""
+    if spec == "cpu" or torch.cuda.is_available():
+        return
+    cuda = torch.version.cuda
+    if cuda is None:
+        build = f"torch {torch.__version__} is a CPU-only build (no CUDA at all)"
+    else:
+        needed = MINIMUM_DRIVER.get(cuda.split(".")[0])
+        build = f"torch {torch.__version__} is built for CUDA {cuda}" + (
+            f", which needs an NVIDIA driver >= {needed}" if needed else ""
+        )
+    driver = nvidia_driver_version(driver_file)
+    found = (
+        f"this node's NVIDIA driver is {driver}"
+        if driver
+        else f"no NVIDIA driver is loaded here ({driver_file} is missing: no GPU on this node, "
+        "or a container started without --nv)"
+    )
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    raise UserError(
+        f"This job asked for a GPU (its rule requests one: resources gpu or gres), but PyTorch "
+        f"finds no CUDA device: {build}; {found}"
+        f"{f'; CUDA_VISIBLE_DEVICES={visible}' if visible is not None else ''}. Nothing was "
+        "trained or written. Run it where the driver is new enough, use an image built for an "
+        "older driver (`make image CUDA=12.8`, containers/README.md), or train on the CPU on "
+        "purpose with engine.device: cpu (which requests no GPU)."
+    )
+
+
+# Held for the life of the process: the lock on the GPU this job took (claim_gpu).
+_claimed: list = []
+
+
+def claim_gpu(count: int, folder: Path | None = None) -> int | None:
+    """On a machine with several GPUs and no scheduler choosing, this job takes one no other job
+    of this user holds (an exclusive lock per GPU, released when the process ends) and sees only
+    it (CUDA_VISIBLE_DEVICES). Snakemake's ``gpu`` resource keeps the jobs at most one per GPU;
+    the locks give each its own device. Returns the index taken, or None when there was nothing
+    to choose: the user or a scheduler already set CUDA_VISIBLE_DEVICES, one GPU, or all taken."""
+    import fcntl
+    import tempfile
+
+    if count < 2 or "CUDA_VISIBLE_DEVICES" in os.environ or "SLURM_JOB_ID" in os.environ:
+        return None
+    folder = folder or Path(tempfile.gettempdir()) / f"fashion-cnn-gpus-{os.getuid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        handle = (folder / f"gpu{index}.lock").open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _claimed.append(handle)
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
+        log.info("GPU %d of %d taken for this job (CUDA_VISIBLE_DEVICES=%d)", index, count, index)
+        return index
+    log.warning(
+        "all %d GPUs are held by other fashion-cnn jobs of this user (another Snakemake running?): "
+        "sharing one",
+        count,
+    )
+    return None
+
+
+def resolve_device(spec: str, expect_gpu: bool = False) -> torch.device:
+    """``auto`` = CUDA when present, else CPU (logged). An explicit CUDA request must be met, and
+    so must a GPU the job was given by its scheduler (``expect_gpu``)."""
+    if expect_gpu:
+        require_gpu(spec)
     if spec == "auto":
         if torch.cuda.is_available():
             device = torch.device("cuda")

@@ -5,14 +5,28 @@ from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
 
-# The package lives beside the rules; Snakemake imports only its torch-free modules (config, data).
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+# The package lives beside the rules (found from this file, so that workflow/Snakefile, the
+# catalog's entry point, and a module import work as the top-level Snakefile does); Snakemake
+# imports only its torch-free modules (config, data).
+try:
+    WORKFLOW_FOLDER = Path(workflow.current_basedir).parent
+except TypeError:  # a module from a remote source (github(...)): no local files to run
+    sys.exit(
+        "fashion-cnn runs its Python package (workflow/fashion_cnn) from a local copy of the "
+        "repository, and this module's source is remote. Clone it (git clone "
+        "https://github.com/fashion-cnn/fashion-cnn) and point the module at the clone: "
+        'module fashion_cnn: snakefile: "<clone>/workflow/Snakefile" (README, "Use it as a '
+        'module").'
+    )
+sys.path.insert(0, str(WORKFLOW_FOLDER))
 
 from fashion_cnn.config import (  # noqa: E402
     PRETRAINED_MODELS,
+    check_container_image,
     check_gpu_for_local_jobs,
     experiment_settings,
     validate_config,
+    visible_gpus,
 )
 from fashion_cnn.errors import UserError  # noqa: E402
 from fashion_cnn.stats import percent_with_spread  # noqa: E402
@@ -64,18 +78,62 @@ def shell_word(text):
     return shlex.quote(str(text)).replace("{", "{{").replace("}", "}}")
 
 
+# The image every job runs in with --use-singularity or the cluster profile; `none` runs them
+# with the Python that runs Snakemake instead. A missing image stops Snakemake here, before any
+# job, with the way to build it (containers/README.md).
+CONTAINER = None if config["container"] == "none" else config["container"]
+IN_CONTAINER = (
+    CONTAINER is not None
+    and DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+)
+if IN_CONTAINER and workflow.is_main_process:
+    try:
+        check_container_image(CONTAINER)
+    except UserError as error:
+        sys.exit(error.paragraph())
+
 # Rules run `python -m fashion_cnn ...`. The code is always used from this checkout (so a code
 # change needs no new image); `python` is the image's inside the container, and outside it the
-# interpreter running Snakemake (its virtualenv). The prefix keeps Snakemake's strict mode.
-PACKAGE_FOLDER = shell_word(Path(workflow.basedir) / "workflow")
-if DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method:
-    USE_THIS_PYTHON = ""
+# interpreter running Snakemake (its virtualenv: on a cluster, at the same path on every node).
+# Inside the container the host's Python settings are dropped (a virtualenv's, a user's site),
+# so only the image's packages and this checkout's code are imported. The prefix keeps
+# Snakemake's strict mode.
+PACKAGE_FOLDER = shell_word(WORKFLOW_FOLDER)
+if IN_CONTAINER:
+    USE_THIS_PYTHON = (
+        "unset PYTHONHOME PYTHONSTARTUP PYTHONUSERBASE VIRTUAL_ENV CONDA_PREFIX; "
+        "export PYTHONNOUSERSITE=1; "
+    )
+    PYTHON_PATH = PACKAGE_FOLDER
 else:
     USE_THIS_PYTHON = f"export PATH={shell_word(Path(sys.executable).parent)}:$PATH; "
-shell.prefix(
-    "set -euo pipefail; "
-    f"{USE_THIS_PYTHON}export PYTHONPATH={PACKAGE_FOLDER}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
-)
+    PYTHON_PATH = f"{PACKAGE_FOLDER}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"
+shell.prefix(f"set -euo pipefail; {USE_THIS_PYTHON}export PYTHONPATH={PYTHON_PATH}; ")
+
+
+# GPUs. Training and export ask for one (resources: gpu) unless engine.device is cpu: on a
+# cluster SLURM gets the request (--gpus=1; profiles/slurm for sites that want gres). On this
+# machine, GPUs are a resource Snakemake counts: at most one such job per GPU (--resources gpu=N
+# overrides the count), each on a GPU of its own (fashion_cnn.device.claim_gpu); without a GPU
+# here they ask for none. A job given a GPU that finds none stops at once (--expect-gpu).
+GPU_REQUEST = 0 if config["engine"]["device"] == "cpu" else 1
+# Jobs run on this machine: the executor is chosen after the Snakefile is read, but as Snakemake's
+# own scheduler does, a run without --jobs for remote nodes is a local one.
+if workflow.is_main_process and workflow.resource_settings.nodes is None:
+    GPUS_HERE = visible_gpus()
+    GPUS_HERE = (
+        1 if GPUS_HERE is None else GPUS_HERE
+    )  # WSL, ROCm: cannot count; assume one
+    if not GPUS_HERE:
+        GPU_REQUEST = 0
+    if "gpu" not in workflow.resource_settings.resources:
+        workflow.register_resource("gpu", GPUS_HERE)
+
+
+def get_gpu_flag(wildcards, resources):
+    """--expect-gpu for a job that was given a GPU (by --gpus, or by a gres naming one)."""
+    given = resources.get("gpu", 0) or "gpu" in str(resources.get("gres", ""))
+    return ["--expect-gpu"] if given else []
 
 
 # What trains over seeds: every experiment, and every point of every sweep (a run named

@@ -15,6 +15,8 @@ rule evaluate_model:
     benchmark:
         f"{BENCHMARKS}/evaluate_model/{{experiment}}/seed-{{seed}}.tsv"
     threads: 2
+    resources:
+        mem_mb=8000,
     params:
         device=config["engine"]["device"],
         batch_size=config["engine"]["eval_batch_size"],
