@@ -13,7 +13,13 @@ PYTEST_ARGS ?=
 APT_RUN := dataset-fashion-mnist
 APT_TEST := $(APT_RUN) chromium slurm-wlm slurmctld slurmd slurm-client munge
 
-.PHONY: setup setup-test run quick check-config report test test-fast lint rulegraph benchmark
+# The Apptainer image (containers/README.md): where config.yaml's `container:` points, and the
+# CUDA of its PyTorch base (13.0 needs an NVIDIA driver >= 580; 12.8 runs on >= 525.60.13).
+IMAGE ?= containers/fashion-cnn_0.1.0.sif
+CUDA ?= 13.0
+APPTAINER ?= apptainer
+
+.PHONY: setup setup-test run quick check-config report test test-fast lint rulegraph benchmark image
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -72,10 +78,19 @@ benchmark: setup
 	$(SNAKEMAKE) --cores $(CORES) results/data/fashion_mnist.npz
 	$(PY) -m fashion_cnn benchmark $(BENCHMARK_ARGS)
 
+# Built beside its final name and moved there only when whole: a failed build leaves no image.
+image:
+	@command -v $(APPTAINER) >/dev/null || { echo "make image: no '$(APPTAINER)' on PATH. Install Apptainer 1.2 or newer (apptainer.org/docs/admin/main/installation.html; many clusters have it as a module: module load apptainer), or build with Docker: docker build -f containers/Dockerfile -t fashion-cnn:0.1.0 . (containers/README.md)." >&2; exit 2; }
+	mkdir -p $(dir $(IMAGE))
+	rm -f $(IMAGE).partial
+	$(APPTAINER) build --build-arg CUDA=$(CUDA) $(IMAGE).partial containers/fashion-cnn.def
+	mv -f $(IMAGE).partial $(IMAGE)
+	@echo "image: $(IMAGE) (CUDA $(CUDA)); config.yaml's container: points here by default"
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check workflow tests
 	$(VENV)/bin/ruff format --check workflow tests
-	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
+	$(VENV)/bin/snakefmt --check Snakefile workflow/Snakefile workflow/rules
 	$(SNAKEMAKE) --lint
 
 rulegraph: $(VENV)/.installed

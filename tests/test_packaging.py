@@ -30,8 +30,11 @@ def test_image_requirements_match_the_package_pins():
 def test_image_definitions_install_the_requirements_on_the_pinned_base():
     definition = (REPO / "containers" / "fashion-cnn.def").read_text()
     dockerfile = (REPO / "containers" / "Dockerfile").read_text()
-    base = "pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime"
-    assert f"From: {base}" in definition and f"FROM {base}" in dockerfile
+    # the CUDA of the base is a build argument (13.0 by default; 12.8 for older drivers)
+    assert "From: pytorch/pytorch:2.14.1-cuda{{ CUDA }}-cudnn9-runtime" in definition
+    assert re.search(r"^%arguments\n\s+CUDA=13\.0$", definition, re.MULTILINE)
+    assert "FROM pytorch/pytorch:2.14.1-cuda${CUDA}-cudnn9-runtime" in dockerfile
+    assert "ARG CUDA=13.0" in dockerfile
     for text in (definition, dockerfile):
         assert "containers/requirements.txt" in text
         assert "pip install --no-cache-dir -r /opt/fashion-cnn/requirements.txt" in text
