@@ -213,6 +213,25 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 path.write_bytes(content)
         self.saved.clear()
 
+    def squeue(self, fields: str) -> list[str]:
+        """This cluster's queue, one line per job, in squeue's --format."""
+        return self._run("squeue", "-h", "-o", fields).stdout.splitlines()
+
+    def batch_script(self, job_id: str) -> str:
+        return self._run("scontrol", "write", "batch_script", job_id, "-").stdout
+
+    def requeue(self, job_id: str) -> None:
+        """What a pre-emption with PreemptMode=REQUEUE does to a running job. SLURM holds a
+        requeued job back for 120 s (its BeginTime); that wait is cut to now."""
+        self._run("scontrol", "requeue", job_id)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.job(job_id).get("JobState") == "PENDING":
+                self._run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"job {job_id} did not go back to the queue after scontrol requeue")
+
     def job(self, job_id: str) -> dict:
         """`scontrol show job` as a dict (finished jobs stay visible for MinJobAge)."""
         text = self._run("scontrol", "show", "job", job_id, "--oneliner").stdout
