@@ -68,9 +68,10 @@ report:
 test: setup-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The quick subset, without the real Snakemake DAGs and the SLURM cluster (minutes, not tens).
+# The quick subset (under 3 minutes on 2 cores): no real Snakemake DAG, no SLURM cluster, none of
+# the tests that train or run Snakemake in a subprocess.
 test-fast: setup-test
-	$(PY) -m pytest -m "not workflow and not slurm" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not workflow and not slurm and not slow" $(PYTEST_ARGS)
 
 # Training and inference speed, the chapter's loop vs the engine (docs/benchmarks.md).
 BENCHMARK_ARGS ?= --switches fp32 channels_last channels_last+bf16

@@ -14,6 +14,7 @@ import pytest
 from conftest import cli, flat
 
 
+@pytest.mark.slow
 def test_benchmark_writes_json_and_markdown(tmp_path, prepared_data):
     json_path, markdown_path = tmp_path / "benchmark.json", tmp_path / "benchmark.md"
     result = cli(
@@ -79,6 +80,7 @@ def _processes_running(code: str) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_benchmark_under_contention_and_its_profile(tmp_path, prepared_data):
     """Competing busy processes run for the measurement and are gone after it; the profile of
     the engine's step adds up and counts each convolution's arithmetic from its shapes."""

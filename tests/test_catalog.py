@@ -36,6 +36,7 @@ def test_the_catalogs_files_are_there():
     assert list((REPO / "workflow" / "rules").glob("*.smk"))
 
 
+@pytest.mark.slow
 def test_workflow_snakefile_is_the_same_workflow(tmp_path):
     where = ["--directory", str(tmp_path), "--configfile", str(REPO / "config.yaml")]
     top = _run(["-n", "--cores", "2", *where], REPO)

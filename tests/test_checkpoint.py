@@ -25,6 +25,7 @@ class RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.slow
 def test_pickle_with_code_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "payload-ran"
     path = tmp_path / "evil.pt"

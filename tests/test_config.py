@@ -197,6 +197,7 @@ def test_command_line_names_yaml_syntax_error(tmp_path):
     assert_no_traceback(result.stderr)
 
 
+@pytest.mark.slow
 def test_snakemake_stops_before_any_job_with_one_paragraph(tmp_path):
     bad = tmp_path / "bad.yaml"
     config = {"experiments": {"cnn_baseline": {"epochs": -1}}}
@@ -224,6 +225,7 @@ def test_experiment_settings_hold_only_that_experiment():
     assert restored["engine"] == config["engine"] and restored["export"] == config["export"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

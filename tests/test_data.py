@@ -167,6 +167,7 @@ def _change_one_label(path):
     path.write_bytes(gzip.compress(bytes(data)))
 
 
+@pytest.mark.slow
 def test_a_prestaged_file_with_one_changed_label_is_refused(tmp_path, debian_mirror):
     """The README's offline route: the four files copied into resources/fashion-mnist/ by hand.
     Snakemake does not run download_data for files that exist, so prepare_data checks them: one

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 ROBUSTNESS = REPO / "docs" / "robustness.md"
@@ -25,6 +26,7 @@ def collected_tests() -> set[str]:
     return {line.removeprefix("tests/") for line in result.stdout.splitlines() if "::" in line}
 
 
+@pytest.mark.slow
 def test_every_case_in_robustness_md_names_tests_that_exist():
     tests = collected_tests()
     rows = [

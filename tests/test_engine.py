@@ -164,6 +164,7 @@ def uninterrupted(tmp_path_factory, prepared_data) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_same_seed_twice_gives_identical_weights_and_history(
     tmp_path, prepared_data, uninterrupted
 ):
@@ -179,6 +180,7 @@ def test_same_seed_twice_gives_identical_weights_and_history(
     assert losses(tmp_path) == losses(uninterrupted)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["TERM", "KILL"])
 def test_interrupted_training_resumes_and_ends_like_an_uninterrupted_run(
     tmp_path, prepared_data, uninterrupted, how
@@ -208,6 +210,7 @@ def test_interrupted_training_resumes_and_ends_like_an_uninterrupted_run(
     assert not list(tmp_path.glob(".*.partial")), "a partial file outlived the rerun"
 
 
+@pytest.mark.slow
 def test_changed_settings_start_afresh(tmp_path, prepared_data, uninterrupted):
     """A training state written with other settings is not resumed from."""
     for name in ("train_state.pt",):
@@ -256,6 +259,7 @@ def test_a_dataset_cache_with_one_changed_label_is_refused(tmp_path, prepared_da
     assert (tmp_path / "train_state.pt").read_bytes() == state
 
 
+@pytest.mark.slow
 def test_a_state_trained_on_other_data_is_not_resumed(tmp_path, prepared_data, uninterrupted):
     """Defence in depth behind the cache check: the resume fingerprint holds the training data's
     hash (here: a state whose recorded hash is not this data's is not resumed)."""
@@ -282,6 +286,7 @@ def test_a_damaged_state_with_this_runs_settings_is_named(tmp_path, prepared_dat
     assert not (tmp_path / "model.pt").exists()
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_at_the_first_non_finite_loss(tmp_path, prepared_data):
     """SGD at learning rate 10 turns the chapter's CNN's loss into NaN within the first epoch:
     training stops there, says why, writes no checkpoint, and an earlier state stays as it was."""
@@ -308,6 +313,7 @@ def test_a_diverging_run_stops_at_the_first_non_finite_loss(tmp_path, prepared_d
     assert " epoch 1/3" not in log  # no epoch finished
 
 
+@pytest.mark.slow
 def test_train_command_reports_a_missing_dataset(tmp_path):
     result = cli(*_train_command(tmp_path, tmp_path / "missing.npz")[3:])
     assert result.returncode == 2
@@ -446,6 +452,7 @@ def test_a_run_with_weight_averaging_resumes_exactly(tmp_path, prepared_data, mo
             assert torch.equal(got[part][key], tensor), (part, key)
 
 
+@pytest.mark.slow
 def test_vit_b16_trains_through_the_loop_from_the_offline_fallback(tmp_path, prepared_data):
     """The pretrained ViT's whole path on a CPU, small: torchvision's URL fails here (no
     internet), the run goes on from random init, flagged, at 32x32 (position embeddings for 2x2

@@ -325,6 +325,7 @@ def test_cuda_asked_for_without_a_gpu_removes_no_finished_output(killed_then_rer
     assert "Nothing to be done" in again.communicate(timeout=300)[0].decode()
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(tmp_path, prepared_data):
     """Determinism end to end: two trainings with the same seed give the same test metrics."""
     from test_engine import RESUME_OVERRIDE, _run_to_end  # the shared reference recipe

@@ -76,6 +76,7 @@ def _claimer(count: int, folder: Path, hold: float, **env) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_jobs_on_a_workstation_take_distinct_gpus_until_none_is_free(tmp_path):
     holders, taken = [], []
     for _ in range(2):  # one after the other, each still holding its GPU

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import REPO, snakemake_command, write_config
 
 RULES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
@@ -52,6 +53,7 @@ def test_rules_run_commands_only_through_shell():
         assert not re.search(r"^\s+(run|script|wrapper):", text, re.MULTILINE), path.name
 
 
+@pytest.mark.slow
 def test_the_workflow_runs_from_a_checkout_with_a_hostile_folder_name(tmp_path, debian_mirror):
     """The checkout's path goes into every job's shell prefix (PYTHONPATH): braces, quotes, a
     space and a command in its folder name change nothing."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from conftest import base_config, snakemake, write_config
 from fashion_cnn.config import experiment_settings
 
@@ -18,6 +19,7 @@ def job_counts(output: str) -> dict[str, int]:
     }
 
 
+@pytest.mark.slow
 def test_seeds_plan_one_training_job_each(tmp_path):
     """The issue's check: seeds [1, 2, 3] on cnn_small_plain plans three train_model jobs for it."""
     extra = write_config(
@@ -39,6 +41,7 @@ def test_seeds_plan_one_training_job_each(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_comparison_trains_nothing_that_does_not_run(tmp_path):
     """config.yaml compares the two 500-image experiments; a run of one experiment alone neither
     trains the other nor makes the comparison."""

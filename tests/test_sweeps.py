@@ -179,6 +179,7 @@ def test_an_experiment_cannot_take_the_name_of_a_results_folder():
         validate_config(config)
 
 
+@pytest.mark.slow
 def test_a_sweep_plans_grid_times_seeds_jobs_and_is_opt_in(tmp_path):
     """The issue's check: a sweep plans grid x seeds jobs; defined but not in run_sweeps, it
     plans nothing."""
@@ -201,6 +202,7 @@ def test_a_sweep_plans_grid_times_seeds_jobs_and_is_opt_in(tmp_path):
     assert "summarize_sweep" not in job_counts(result.stdout + result.stderr)
 
 
+@pytest.mark.slow
 def test_snakemake_stops_on_a_bad_sweep_before_any_job(tmp_path):
     bad = {"s": {"experiment": "cnn_small_plain", "grid": {"batch_size": [64, 0]}}}
     extra = write_config(tmp_path / "extra.yaml", f"sweeps: {json.dumps(bad)}\n")
