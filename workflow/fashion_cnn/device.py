@@ -103,11 +103,8 @@ def claim_gpu(count: int, folder: Path | None = None) -> int | None:
     return None
 
 
-def resolve_device(spec: str, expect_gpu: bool = False) -> torch.device:
-    """``auto`` = CUDA when present, else CPU (logged). An explicit CUDA request must be met, and
-    so must a GPU the job was given by its scheduler (``expect_gpu``)."""
-    if expect_gpu:
-        require_gpu(spec)
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` = CUDA when present, else CPU (logged). An explicit CUDA request must be met."""
     if spec == "auto":
         if torch.cuda.is_available():
             device = torch.device("cuda")
