@@ -273,10 +273,15 @@ def killed_then_rerun(tmp_path_factory):
     unlock.communicate(timeout=120)
     rerun = _workstation_run(workdir, target)
     # while the rerun trains, a second Snakemake on the same folder (a second terminal, a shared
-    # account) must stop at the lock without touching anything
-    _wait_for_job(rerun, {"train-model"})
-    second = _workstation_run(workdir, target)
-    second_output = second.communicate(timeout=300)[0].decode()
+    # account) must stop at the lock without touching anything. The training is paused while the
+    # second one tries: on a fast CPU it would otherwise finish (and the lock go) first
+    training = _wait_for_job(rerun, {"train-model"})
+    os.kill(training, signal.SIGSTOP)
+    try:
+        second = _workstation_run(workdir, target)
+        second_output = second.communicate(timeout=300)[0].decode()
+    finally:
+        os.kill(training, signal.SIGCONT)
     output = rerun.communicate(timeout=900)[0].decode()
     return workdir, rerun.returncode, output, log.read_text(), (second.returncode, second_output)
 

@@ -160,7 +160,12 @@ def test_workflow_runs_through_sbatch(cluster, tmp_path):
     assert all("--nv" in call["flags"] and call["image"] == str(image) for call in executions)
 
 
-def test_a_job_given_a_gpu_it_cannot_use_stops_at_once(cluster, tmp_path):
+@pytest.mark.parametrize(
+    "request_form",
+    [[], ["train_model:gpu=0", "train_model:gres=gpu:1"]],
+    ids=["gpus", "gres"],  # the rule's --gpus=1, or the profile's documented form for gres sites
+)
+def test_a_job_given_a_gpu_it_cannot_use_stops_at_once(cluster, tmp_path, request_form):
     """The default device (auto) on a GPU node whose GPU PyTorch cannot use (here a fake one;
     on a real cluster, a driver older than the image's CUDA): the rule's GPU request reached
     sbatch through the command line's --set-resources, and the job stops with the paragraph
@@ -172,6 +177,7 @@ def test_a_job_given_a_gpu_it_cannot_use_stops_at_once(cluster, tmp_path):
         laptop_profile(tmp_path / "profile"),
         "results/cnn_small_plain/seed-1/model.pt",  # a target: not after a list-taking option
         *MEMORY_OVERRIDES,
+        *request_form,
         "--config",
         "container=none",
         configfiles=[CONFIGS / "slurm.yaml"],
