@@ -311,7 +311,9 @@ def engine_step(images, labels, model_name, preset, batch_size, device, switches
         def step(inputs, targets):
             graphed(inputs, targets)
     else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        # fused on a CPU, as the engine's Adam is (optim.FUSED_ON_CPU)
+        fused = True if device.type == "cpu" else None
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused)
 
         def step(inputs, targets):
             train_step(forward, optimizer, None, criterion, inputs, targets, switches["bf16"])

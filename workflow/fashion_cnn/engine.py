@@ -202,7 +202,9 @@ def start_run(job: TrainingJob) -> Run:
     )
 
     source = _batch_source(job, images, labels, unlabelled, device, switches)
-    optimizer = make_optimizer(model, experiment, device if switches.cuda_graph else None)
+    optimizer = make_optimizer(
+        model, experiment, device if switches.cuda_graph else None, device=device
+    )
     averaged = (
         torch.optim.swa_utils.AveragedModel(
             model,
