@@ -79,12 +79,12 @@ def make_optimizer(
     CPU, Adam and AdamW fused."""
     build = OPTIMIZERS.get(experiment.optimizer)
     if graph_device is None:
-        fused = (
-            {"fused": True}
-            if device is not None and device.type == "cpu" and experiment.optimizer in FUSED_ON_CPU
-            else {}
+        options = {}
+        if device is not None and device.type == "cpu" and experiment.optimizer in FUSED_ON_CPU:
+            options["fused"] = True
+        return build(
+            model.parameters(), experiment.learning_rate, experiment.weight_decay, **options
         )
-        return build(model.parameters(), experiment.learning_rate, experiment.weight_decay, **fused)
     lr = torch.tensor(experiment.learning_rate, device=graph_device)
     return build(model.parameters(), lr, experiment.weight_decay, capturable=True)
 

@@ -120,8 +120,9 @@ GPU_REQUEST = 0 if config["engine"]["device"] == "cpu" else 1
 # Jobs run on this machine: the executor is chosen after the Snakefile is read, but as Snakemake's
 # own scheduler does, a run without --jobs for remote nodes is a local one.
 if workflow.is_main_process and workflow.resource_settings.nodes is None:
-    # WSL, ROCm: the GPUs cannot be counted from here; assume one
-    GPUS_HERE = 1 if visible_gpus() is None else visible_gpus()
+    GPUS_HERE = visible_gpus()
+    if GPUS_HERE is None:  # WSL, ROCm: the GPUs cannot be counted from here; assume one
+        GPUS_HERE = 1
     if not GPUS_HERE:
         GPU_REQUEST = 0
     if "gpu" not in workflow.resource_settings.resources:
