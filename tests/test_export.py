@@ -66,3 +66,34 @@ def test_check_report_records_parity_and_speed(trained):
     assert runtime["providers"][-1] == "CPUExecutionProvider"
     assert runtime["batch1_latency_ms_p50"] > 0 and runtime["batch256_images_per_s"] > 0
     assert runtime["batch1_latency_ms_p95"] >= runtime["batch1_latency_ms_p50"]
+
+
+def test_the_small_resnet_trains_exports_and_matches_in_onnx_runtime(tmp_path, prepared_data):
+    """The frontier's residual network through the loop (EMA, flip TTA, erasing) and the export:
+    the skip connections' additions survive into the graph, and the parity check passes."""
+    config = base_config()
+    job = tiny_training_job(
+        tmp_path,
+        prepared_data,
+        threads=2,
+        model="resnet_small",
+        width=8,
+        train_subset=256,
+        epochs=1,
+        augmentation="flip_crop_erase",
+        ema_decay=0.9,
+        test_time_flip=True,
+    )
+    train_model(job)
+    export_onnx(
+        job.model_path,
+        prepared_data,
+        tmp_path / "model.onnx",
+        tmp_path / "onnx_check.json",
+        dict(config["export"], latency_repeats=5, parity_images=200),
+        threads=2,
+    )
+    graph = onnx.load(str(tmp_path / "model.onnx"))
+    assert sum(node.op_type == "Add" for node in graph.graph.node) >= 2
+    parity = json.loads((tmp_path / "onnx_check.json").read_text())["parity"]
+    assert parity["passed"] and parity["images"] == 200 and parity["max_abs_difference"] <= 1e-4

@@ -49,6 +49,34 @@ def test_batchnorm_cnn_runs():
     assert BatchNormCNN()(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
 
 
+def test_the_small_resnet_is_resnet9_sized_for_28x28():
+    """Three stages down to 3x3, two residual blocks whose skip is really added (zeroing a
+    block's last BatchNorm leaves x + 0 = x), and the multiply-adds its docstring states."""
+    model = build_model("resnet_small", {"width": 16}).eval()
+    shapes = []
+    model.features.register_forward_hook(lambda _, __, output: shapes.append(output.shape))
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert shapes == [(2, 128, 3, 3)]
+    blocks = [m for m in model.modules() if type(m).__name__ == "_Residual"]
+    assert [b.body[0].in_channels for b in blocks] == [32, 128]
+    images = torch.randn(2, 32, 14, 14)
+    with torch.no_grad():
+        blocks[0].body[-2].weight.zero_()
+        blocks[0].body[-2].bias.zero_()
+        assert torch.equal(blocks[0](images), images)
+    macs = []
+
+    def count(module, inputs, output):
+        kernel = module.weight[0].numel()
+        macs.append(output.numel() // 2 * kernel)
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(count)
+    model(torch.zeros(2, 1, 28, 28))
+    assert len(macs) == 8 and 16e6 < sum(macs) < 18e6
+
+
 def test_summary_table_lists_layers_like_torchsummary():
     table = summary_table(ChapterCNN())
     assert "[-1, 32, 26, 26]" in table and "[-1, 1152]" in table

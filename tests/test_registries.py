@@ -56,7 +56,7 @@ def _experiment(**changes) -> ExperimentSettings:
     [
         (
             lambda: build_model("vgg", {}),
-            "Unknown model 'vgg'. Known: cnn, cnn_bn, resnet18, vit_b16, vit_small.",
+            "Unknown model 'vgg'. Known: cnn, cnn_bn, resnet_small, resnet18, vit_b16, vit_small.",
         ),
         (lambda: get_policy("mixup"), "Unknown augmentation preset 'mixup'."),
         (

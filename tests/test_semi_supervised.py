@@ -11,7 +11,8 @@ from fashion_cnn.augment import get_policy
 from fashion_cnn.batches import SemiSupervisedBatches
 from fashion_cnn.checkpoint import load_checkpoint
 from fashion_cnn.engine import start_run, train_model
-from fashion_cnn.losses import ConsistencyLoss
+from fashion_cnn.losses import ConsistencyLoss, WeakViewsWithoutGradients
+from fashion_cnn.models import build_model
 
 SEMI = {
     "model": "cnn_bn",
@@ -42,6 +43,39 @@ def test_the_loss_is_cross_entropy_plus_confident_pseudo_labels():
     loss.backward()
     assert weak.grad is None or torch.all(weak.grad == 0)  # a target, not a path for gradients
     assert torch.all(strong.grad[1] == 0) and torch.any(strong.grad[0] != 0)
+
+
+def test_the_weak_views_cost_a_forward_pass_and_change_nothing_else(arrays):
+    """The semi-supervised forward pass (weak views without gradients) gives the whole batch's
+    outputs, loss and gradients, for a model whose outputs do not depend on the batch (the
+    chapter's CNN; BatchNorm is the one documented difference), and builds no graph for the weak
+    views."""
+    torch.manual_seed(0)
+    model = build_model("cnn", {})
+    images = torch.from_numpy(arrays["train_images"][:40]).float().div(255).unsqueeze(1)
+    labels = torch.from_numpy(arrays["train_labels"][:8].astype("int64"))
+    loss_function = ConsistencyLoss(threshold=0.0, weight=1.0)  # every pseudo-label counts
+    calls = []  # (images, gradients recorded) of each pass through the model
+    model.register_forward_hook(
+        lambda _, args, __: calls.append((len(args[0]), torch.is_grad_enabled()))
+    )
+    gradients, outputs = [], []
+    for forward in (model, WeakViewsWithoutGradients(model, unlabelled=16)):
+        model.zero_grad()
+        outputs.append(forward(images))
+        loss_function(outputs[-1], labels).backward()
+        gradients.append([p.grad.clone() for p in model.parameters()])
+    assert calls == [(40, True), (16, False), (24, True)]  # the weak views without a graph
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-6)
+    for full, split in zip(*gradients, strict=True):
+        assert torch.allclose(full, split, atol=1e-6)
+
+
+def test_semi_supervised_runs_train_through_the_weak_views_forward(tmp_path, prepared_data):
+    run = start_run(tiny_training_job(tmp_path, prepared_data, **SEMI))
+    assert isinstance(run.forward, WeakViewsWithoutGradients)
+    assert run.forward.unlabelled == SEMI["unlabelled_ratio"] * SEMI["batch_size"]
+    assert run.forward.model is run.model
 
 
 def test_batches_hold_the_labelled_images_then_two_views_of_unlabelled_ones(arrays):

@@ -27,7 +27,7 @@ from fashion_cnn.device import Switches, resolve_device, set_threads
 from fashion_cnn.errors import TrainingInterrupted, UserError
 from fashion_cnn.files import write_csv, write_text
 from fashion_cnn.graphs import GraphedStep
-from fashion_cnn.losses import make_loss
+from fashion_cnn.losses import WeakViewsWithoutGradients, make_loss
 from fashion_cnn.models import (
     build_model,
     model_arguments,
@@ -215,6 +215,8 @@ def start_run(job: TrainingJob) -> Run:
         else None
     )
     forward = torch.compile(model) if switches.compile else model
+    if isinstance(source, SemiSupervisedBatches):
+        forward = WeakViewsWithoutGradients(forward, source.unlabelled_batch)
     loss_function = make_loss(experiment)
     return Run(
         job=job,
