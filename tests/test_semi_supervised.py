@@ -197,13 +197,46 @@ def test_both_views_come_from_the_same_unlabelled_images(arrays):
     assert torch.equal(weak, strong) and len(weak) == 128
 
 
+@pytest.mark.parametrize(
+    ("changes", "what"),
+    [(SEMI, "unlabelled images"), ({"train_subset": 64, "steps_per_epoch": 3}, "steps_per_epoch")],
+)
 def test_unlabelled_images_with_the_chapters_dataloader_pipeline_are_a_clear_error(
-    tmp_path, prepared_data
+    tmp_path, prepared_data, changes, what
 ):
     from fashion_cnn.errors import UserError
 
-    job = tiny_training_job(tmp_path, prepared_data, **SEMI)
+    job = tiny_training_job(tmp_path, prepared_data, **changes)
     job.engine = job.engine.replace(data_pipeline="dataloader")
-    with pytest.raises(UserError, match="only the device data pipeline draws"):
+    with pytest.raises(UserError, match=f"{what}, which only the device data pipeline draws"):
         train_model(job)
     assert not job.model_path.exists() and not job.state_path.exists()
+
+
+def test_a_fixed_number_of_steps_per_epoch_cycles_through_the_labelled_images(
+    tmp_path, prepared_data
+):
+    """steps_per_epoch: the epoch has that many full batches whatever train_subset is, each
+    labelled image drawn once before any is drawn twice; the schedule and history follow."""
+    job = tiny_training_job(
+        tmp_path,
+        prepared_data,
+        **dict(SEMI, train_subset=40, steps_per_epoch=5, epochs=2, lr_schedule="cosine"),
+    )
+    run = start_run(job)
+    assert len(run.source) == 5
+    order = run.source.new_order()
+    assert len(order) == 5 * SEMI["batch_size"]  # 160 draws of 40 images: four whole orders
+    for start in range(0, 160, 40):
+        assert sorted(order[start : start + 40].tolist()) == list(range(40))
+    batches = list(run.source.batches(order, 0))
+    assert len(batches) == 5 and all(len(labels) == SEMI["batch_size"] for _, labels in batches)
+    history = train_model(job)["progress"]["history"]
+    assert len(history) == 2  # the cosine schedule spans the 10 steps: it ends at its floor
+    assert history[-1]["learning_rate"] < 1e-3 * job.experiment.learning_rate
+    bigger = start_run(
+        tiny_training_job(
+            tmp_path / "more", prepared_data, **dict(SEMI, train_subset=400, steps_per_epoch=5)
+        )
+    )
+    assert len(bigger.source) == 5  # ten times the labels, the same length of training

@@ -28,19 +28,37 @@ class DeviceBatches:
     resumable_mid_epoch = True
 
     def __init__(
-        self, images, labels, device, policy: Policy, batch_size: int, generator, channels_last
+        self,
+        images,
+        labels,
+        device,
+        policy: Policy,
+        batch_size: int,
+        generator,
+        channels_last,
+        steps_per_epoch: int = 0,
     ):
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device).unsqueeze(1)
         self.labels = torch.from_numpy(labels.astype(np.int64)).to(device)
         self.policy, self.batch_size, self.generator = policy, batch_size, generator
         self.channels_last = channels_last
         self.count = len(self.labels)
+        self.steps_per_epoch = steps_per_epoch
 
     def __len__(self) -> int:
-        return math.ceil(self.count / self.batch_size)
+        return self.steps_per_epoch or math.ceil(self.count / self.batch_size)
 
     def new_order(self) -> torch.Tensor:
-        return torch.randperm(self.count, generator=self.generator, device=self.images.device)
+        """One random order of the images; with ``steps_per_epoch``, as many successive random
+        orders as its full batches need (every image once before any twice), cut to fit."""
+        if not self.steps_per_epoch:
+            return torch.randperm(self.count, generator=self.generator, device=self.images.device)
+        needed = self.steps_per_epoch * self.batch_size
+        orders = [
+            torch.randperm(self.count, generator=self.generator, device=self.images.device)
+            for _ in range(math.ceil(needed / self.count))
+        ]
+        return torch.cat(orders)[:needed]
 
     def batches(self, order: torch.Tensor, start_step: int):
         for step in range(start_step, len(self)):
@@ -78,8 +96,11 @@ class SemiSupervisedBatches(DeviceBatches):
         ratio: int,
         generator,
         channels_last,
+        steps_per_epoch: int = 0,
     ):
-        super().__init__(images, labels, device, policy, batch_size, generator, False)
+        super().__init__(
+            images, labels, device, policy, batch_size, generator, False, steps_per_epoch
+        )
         self.unlabelled = (
             torch.from_numpy(np.ascontiguousarray(unlabelled_images)).to(device).unsqueeze(1)
         )

@@ -257,9 +257,10 @@ def _batch_source(job: TrainingJob, images, labels, unlabelled, device, switches
     """The device pipeline (labelled batches, or with unlabelled images), or the chapter's."""
     experiment, policy = job.experiment, get_policy(job.experiment.augmentation)
     if job.engine.data_pipeline == "dataloader":
-        if len(unlabelled):
+        if len(unlabelled) or experiment.steps_per_epoch:
+            what = "unlabelled images" if len(unlabelled) else "a fixed steps_per_epoch"
             raise UserError(
-                f"{job.name} trains with unlabelled images, which only the device data pipeline "
+                f"{job.name} trains with {what}, which only the device data pipeline "
                 "draws: set engine.data_pipeline to device."
             )
         return LoaderBatches(
@@ -284,9 +285,17 @@ def _batch_source(job: TrainingJob, images, labels, unlabelled, device, switches
             experiment.unlabelled_ratio,
             generator,
             switches.channels_last,
+            experiment.steps_per_epoch,
         )
     return DeviceBatches(
-        images, labels, device, policy, experiment.batch_size, generator, switches.channels_last
+        images,
+        labels,
+        device,
+        policy,
+        experiment.batch_size,
+        generator,
+        switches.channels_last,
+        experiment.steps_per_epoch,
     )
 
 

@@ -61,6 +61,7 @@ class ExperimentSettings(_Settings):
     unlabelled_weight: float
     augmentation: str
     epochs: int
+    steps_per_epoch: int  # 0: one pass over the training images
     batch_size: int
     optimizer: str
     learning_rate: float
