@@ -350,6 +350,8 @@ def test_a_long_epoch_logs_its_progress(tmp_path, prepared_data, monkeypatch, ca
     assert lines[0].startswith("epoch 1/2: step 1/4 ") and lines[-1].startswith(
         "epoch 2/2: step 4/4"
     )
+    # and what it did to the C allocator (engine.allocator; tests/test_cpus.py measures it)
+    assert any(r.getMessage().startswith("allocator: ") for r in caplog.records)
     assert "images/s  ETA " in lines[0]
 
 

@@ -86,6 +86,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "single-threaded busy loop, like a neighbour's script) or 'torch' (another training job "
         "with as many PyTorch threads as there are cores). E.g. --contention spin, or torch torch",
     )
+    parser.add_argument(
+        "--allocator",
+        type=argument_type("engine.allocator"),
+        default="auto",
+        help="the engine's allocator setting (engine.allocator)",
+    )
+    parser.add_argument(
+        "--chapter-allocator",
+        type=argument_type("engine.allocator"),
+        default="system",
+        help="the allocator of the chapter's loop, which runs in a process of its own: system (the "
+        "default: malloc's defaults, as the chapter's script runs) or auto (the engine's setting, "
+        "to see how much of the engine's lead the allocator alone explains)",
+    )
     parser.add_argument("--skip-inference", action="store_true")
     parser.add_argument(
         "--profile",
@@ -274,6 +288,59 @@ def chapter_loop_rate(
     return _timed(endless(), step, steps, warmup, device)
 
 
+class ChapterProcess:
+    """The chapter's loop, measured in a process of its own that the engine's process-wide
+    settings never touch (``engine.allocator`` cannot be undone once set): a script as the
+    chapter writes it runs with the C library's malloc defaults. Spawned, not forked (OpenMP's
+    threads do not survive a fork); it loads the data itself and waits, idle, between
+    measurements, so interleaving with the engine's measurements stays as it was."""
+
+    def __init__(self, data: str, threads: int, allocator: str = "system"):
+        import multiprocessing
+
+        self.pool = multiprocessing.get_context("spawn").Pool(
+            1, initializer=_chapter_process_start, initargs=(str(data), threads, allocator)
+        )
+        self.allocator = self.pool.apply(_chapter_process_allocator)
+
+    def rate(self, model_name, preset, batch_size, steps, warmup, device) -> float:
+        arguments = (model_name, preset, batch_size, steps, warmup, str(device))
+        return self.pool.apply(_chapter_process_rate, arguments)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.pool.terminate()
+        self.pool.join()
+
+
+_CHAPTER_DATA: dict = {}
+
+
+def _chapter_process_start(data: str, threads: int, allocator: str) -> None:
+    from fashion_cnn.data import load_prepared
+    from fashion_cnn.device import keep_freed_memory, set_threads
+
+    _CHAPTER_DATA["allocator"] = keep_freed_memory(allocator)
+    set_threads(threads)
+    arrays = load_prepared(data)
+    _CHAPTER_DATA.update(images=arrays["train_images"], labels=arrays["train_labels"])
+
+
+def _chapter_process_allocator() -> str:
+    return _CHAPTER_DATA["allocator"]
+
+
+def _chapter_process_rate(model_name, preset, batch_size, steps, warmup, device) -> float:
+    import torch
+
+    images, labels = _CHAPTER_DATA["images"], _CHAPTER_DATA["labels"]
+    return chapter_loop_rate(
+        images, labels, model_name, preset, batch_size, steps, warmup, torch.device(device)
+    )
+
+
 def engine_rate(
     images, labels, model_name, preset, batch_size, steps, warmup, device, switches: dict
 ) -> float:
@@ -325,19 +392,19 @@ def engine_step(images, labels, model_name, preset, batch_size, device, switches
     return endless(), step, model
 
 
-def measure_workload(images, labels, name: str, switch_sets: list[dict], args, device) -> dict:
-    """The chapter's loop and the engine in every switch set, interleaved and repeated: a
-    machine's speed drifts (turbo, neighbours, caches), and whatever runs first pays for warming
-    up the allocator and oneDNN's kernel cache. Medians, with every run."""
+def measure_workload(
+    images, labels, name: str, switch_sets: list[dict], args, device, chapter: ChapterProcess
+) -> dict:
+    """The chapter's loop (in its own process) and the engine in every switch set, interleaved
+    and repeated: a machine's speed drifts (turbo, neighbours, caches), and whatever runs first
+    pays for warming up the allocator and oneDNN's kernel cache. Medians, with every run."""
     model_name, preset = WORKLOADS[name]
-    common = (
-        images, labels, model_name, preset, args.batch_size, args.steps, args.warmup, device
-    )  # fmt: skip
+    shape = (model_name, preset, args.batch_size, args.steps, args.warmup, device)
     chapter_rates, engine_rates = [], [[] for _ in switch_sets]
     for repeat in range(args.repeats):
-        chapter_rates.append(chapter_loop_rate(*common))
+        chapter_rates.append(chapter.rate(*shape))
         for index, switches in enumerate(switch_sets):
-            engine_rates[index].append(engine_rate(*common, switches))
+            engine_rates[index].append(engine_rate(images, labels, *shape, switches))
         log.info(
             "%s repeat %d: chapter %.0f, engine %s",
             name,
@@ -414,12 +481,14 @@ def inference_rates(images, model_name: str, device, threads: int, repeats: int)
 
 
 def markdown(result: dict) -> str:
-    machine = result["machine"]
+    machine, settings = result["machine"], result.get("settings", {})
     lines = [
         f"Machine: {machine.get('gpu') or machine['cpu']} ({machine['cores']} cores, "
         f"{machine['torch_threads']} PyTorch threads), torch {machine['torch']}, device {machine['device']}  ",
         f"Command: `{result['command']}`  ",
         f"Competing processes: {', '.join(result.get('contention') or []) or 'none'}  ",
+        f"Allocator: engine {settings.get('engine_allocator', 'not recorded')}; the chapter's "
+        f"loop (a process of its own) {settings.get('chapter_allocator', 'not recorded')}  ",
         f"Date: {result['date']}",
         "",
         "| workload | chapter loop (images/s) | engine (images/s) | engine switches | ratio |",
@@ -467,10 +536,12 @@ def run_benchmark(args) -> dict:
     import torch
 
     from fashion_cnn.data import load_prepared
-    from fashion_cnn.device import resolve_device, set_threads, usable_cpus
+    from fashion_cnn.device import keep_freed_memory, resolve_device, set_threads, usable_cpus
     from fashion_cnn.files import write_json, write_text
 
-    set_threads(args.threads or usable_cpus()[0])
+    threads = set_threads(args.threads or usable_cpus()[0])
+    allocator = keep_freed_memory(args.allocator)
+    log.info("engine allocator: %s", allocator)
     device = resolve_device(args.device)
     arrays = load_prepared(args.data)
     images, labels = arrays["train_images"], arrays["train_labels"]
@@ -483,16 +554,20 @@ def run_benchmark(args) -> dict:
             "warmup": args.warmup,
             "repeats": args.repeats,
             "batch_size": args.batch_size,
+            "engine_allocator": allocator,
         },
         "training": {},
     }
     switch_sets = _switch_sets(args.switches, device)
     result["contention"] = args.contention
     # the competitors run for every measurement, the chapter's loop's included
-    with Contention(args.contention):
+    chapter = ChapterProcess(args.data, threads, args.chapter_allocator)
+    result["settings"]["chapter_allocator"] = chapter.allocator
+    log.info("the chapter's loop runs in a process of its own; allocator: %s", chapter.allocator)
+    with chapter, Contention(args.contention):
         for name in args.workloads:
             result["training"][name] = measure_workload(
-                images, labels, name, switch_sets, args, device
+                images, labels, name, switch_sets, args, device, chapter
             )
         if args.profile:
             result["profile"] = {

@@ -23,7 +23,7 @@ from fashion_cnn.augment import get_policy
 from fashion_cnn.batches import DeviceBatches, LoaderBatches, SemiSupervisedBatches
 from fashion_cnn.checkpoint import FORMAT, save_checkpoint, settings_fingerprint
 from fashion_cnn.checkpoint import load_file as load_state_file
-from fashion_cnn.device import Switches, resolve_device, set_threads
+from fashion_cnn.device import Switches, keep_freed_memory, resolve_device, set_threads
 from fashion_cnn.errors import TrainingInterrupted, UserError
 from fashion_cnn.files import write_csv, write_text
 from fashion_cnn.graphs import GraphedStep
@@ -162,6 +162,7 @@ def start_run(job: TrainingJob) -> Run:
     """Seed, load the data, build and initialise the model, its batches and optimizer."""
     experiment, engine = job.experiment, job.engine
     set_threads(job.threads)
+    log.info("allocator: %s", keep_freed_memory(engine.allocator))
     device = resolve_device(engine.device)
     if device.type == "cuda":
         # every batch but an epoch's last has one shape: let cuDNN time its algorithms once

@@ -85,5 +85,6 @@ class EngineSettings(_Settings):
     precision: str
     compile: bool | str
     cuda_graph: bool | str
+    allocator: str
     eval_batch_size: int
     checkpoint_every_epochs: int
