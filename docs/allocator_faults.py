@@ -47,6 +47,7 @@ def measure(model_name: str, preset: str, batch: int, steps: int, tuned: bool) -
         "ms_per_step": 1000 * seconds / steps,
         "images_per_s": steps * batch / seconds,
         "faults_per_step": faults / steps,
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
@@ -75,7 +76,8 @@ def main() -> None:
             print(
                 f"pair {pair + 1} {child:>6}: {result['ms_per_step']:6.2f} ms/step, "
                 f"{result['images_per_s']:6.0f} images/s, "
-                f"{result['faults_per_step']:7.1f} page faults/step",
+                f"{result['faults_per_step']:7.1f} page faults/step, "
+                f"peak resident {result['max_rss_mib']:,.0f} MiB",
                 flush=True,
             )
 
