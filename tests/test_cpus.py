@@ -121,6 +121,7 @@ def _faults_per_step(setting: str) -> tuple[str, float]:
     return done, float(faults)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     sys.platform != "linux" or __import__("platform").libc_ver()[0] != "glibc",
     reason="engine.allocator acts on glibc's malloc only",
