@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli, flat
+from fashion_cnn.device import keep_freed_memory
 
 
 @pytest.mark.slow
@@ -33,6 +34,9 @@ def test_benchmark_writes_json_and_markdown(tmp_path, prepared_data):
     report = json.loads(json_path.read_text())
     assert report["machine"]["device"] == "cpu" and report["settings"]["steps"] == 4
     assert report["machine"]["omp_wait_policy"] == "ACTIVE"  # the caller's choice is kept
+    # the chapter's loop in a process of its own with malloc's defaults; the engine's setting here
+    assert report["settings"]["chapter_allocator"].startswith("system malloc defaults")
+    assert report["settings"]["engine_allocator"] == keep_freed_memory("auto")
     assert set(report["training"]) == {"cnn", "cnn_augmented"}
     for row in report["training"].values():
         assert len(row["chapter_runs"]) == 2 and row["chapter_images_per_s"] > 0

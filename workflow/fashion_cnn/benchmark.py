@@ -297,22 +297,26 @@ class ChapterProcess:
 
     def __init__(self, data: str, threads: int, allocator: str = "system"):
         import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-        self.pool = multiprocessing.get_context("spawn").Pool(
-            1, initializer=_chapter_process_start, initargs=(str(data), threads, allocator)
+        # an executor, not a Pool: a worker that fails to start raises here instead of respawning
+        self.executor = ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_chapter_process_start,
+            initargs=(str(data), threads, allocator),
         )
-        self.allocator = self.pool.apply(_chapter_process_allocator)
+        self.allocator = self.executor.submit(_chapter_process_allocator).result()
 
     def rate(self, model_name, preset, batch_size, steps, warmup, device) -> float:
         arguments = (model_name, preset, batch_size, steps, warmup, str(device))
-        return self.pool.apply(_chapter_process_rate, arguments)
+        return self.executor.submit(_chapter_process_rate, *arguments).result()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.pool.terminate()
-        self.pool.join()
+        self.executor.shutdown(cancel_futures=True)
 
 
 _CHAPTER_DATA: dict = {}

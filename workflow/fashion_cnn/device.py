@@ -207,8 +207,8 @@ def keep_freed_memory(setting: str = "auto") -> str:
     when enough is free at the top of the heap (M_TRIM_THRESHOLD), and every training step frees
     and allocates the same activations again: the kernel hands the pages back zeroed, one page
     fault each. Measured on 2-core EPYC and Xeon machines: 2,800-4,400 page faults per CNN step at
-    batch 64 and 8,000-9,000 per ResNet-18 step, about a fifth of the CNN's step time
-    (docs/benchmarks.md, docs/allocator_faults.py). With both thresholds at 1 GiB the faults stop
+    batch 64 and 3,800-8,900 per ResNet-18 step; without them the CNN's step took a fifth (Xeon)
+    to a third (AVX2 EPYC) less time (docs/benchmarks.md, docs/allocator_faults.py). With both thresholds at 1 GiB the faults stop
     once the first steps have grown the heap. Process-wide and not undoable; ``system`` (or a
     C library other than glibc) leaves the allocator as it is. Returns what was done, as logged.
     """
