@@ -1,8 +1,11 @@
 """Training images/s of the frontier and 500-label candidate networks in a bare timing loop
 (batch 256, channels_last, fused AdamW, fp32 and bf16 autocast, 2 threads): the figures
 docs/benchmarks.md quotes for resnet_small and cnn_bn. Run: .venv/bin/python docs/model_throughput.py
+(``--allocator system`` leaves glibc's malloc as it is, as before ``engine.allocator`` existed;
+``--only resnet_small:24`` times one network; ``--precision bf16`` one precision).
 """
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -10,6 +13,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
+from fashion_cnn.device import keep_freed_memory  # noqa: E402
 from fashion_cnn.models import build_model, one_pixel_convolutions_as_matmuls  # noqa: E402
 
 CANDIDATES = [
@@ -46,8 +50,20 @@ def images_per_second(name: str, arguments: dict, bf16: bool, steps: int = 8) ->
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--allocator", choices=["auto", "system"], default="auto")
+    parser.add_argument("--only", help="one network, NAME:WIDTH (e.g. resnet_small:24)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], help="one precision only")
+    parser.add_argument("--steps", type=int, default=8)
+    options = parser.parse_args()
+    print("allocator:", keep_freed_memory(options.allocator), flush=True)
     torch.set_num_threads(2)
-    for name, arguments in CANDIDATES:
-        for bf16 in (False, True):
-            rate = images_per_second(name, arguments, bf16)
+    candidates = CANDIDATES
+    if options.only:
+        name, width = options.only.split(":")
+        candidates = [(name, {"width": int(width)})]
+    precisions = [options.precision == "bf16"] if options.precision else [False, True]
+    for name, arguments in candidates:
+        for bf16 in precisions:
+            rate = images_per_second(name, arguments, bf16, options.steps)
             print(name, arguments, "bf16" if bf16 else "fp32", f"{rate:.0f} images/s", flush=True)
