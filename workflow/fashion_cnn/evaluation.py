@@ -22,6 +22,26 @@ from fashion_cnn.settings import ExperimentSettings
 log = logging.getLogger(__name__)
 
 
+def shifted(batch: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """The batch moved ``dx`` pixels right and ``dy`` down (negative: left, up), zeros shifted in."""
+    pad = max(abs(dx), abs(dy))
+    if pad == 0:
+        return batch
+    height, width = batch.shape[2:]
+    padded = torch.nn.functional.pad(batch, (pad, pad, pad, pad))
+    return padded[:, :, pad - dy : pad - dy + height, pad - dx : pad - dx + width]
+
+
+def prediction_views(test_time_flip: bool, test_time_shift: int) -> list[tuple[bool, int, int]]:
+    """(mirrored, dx, dy) of every view whose predictions are averaged; the first is the image."""
+    offsets = [(0, 0)]
+    if test_time_shift:
+        step = test_time_shift
+        offsets += [(step, 0), (-step, 0), (0, step), (0, -step)]
+    mirrors = [False, True] if test_time_flip else [False]
+    return [(mirror, dx, dy) for mirror in mirrors for dx, dy in offsets]
+
+
 @torch.inference_mode()
 def predict(
     model: nn.Module,
@@ -29,18 +49,25 @@ def predict(
     device: torch.device,
     batch_size: int,
     test_time_flip: bool = False,
+    test_time_shift: int = 0,
 ) -> torch.Tensor:
-    """Scores (N, 10) on the CPU: raw outputs, or with ``test_time_flip`` the mean softmax of each
-    image and its mirror image."""
+    """Scores (N, 10) on the CPU: raw outputs, or with test-time augmentation (``test_time_flip``:
+    the mirror image too; ``test_time_shift``: each view moved that many pixels in the four
+    directions too) the mean softmax over the views."""
     model.eval().to(device)
+    views = prediction_views(test_time_flip, test_time_shift)
     scores = []
     for start in range(0, len(images), batch_size):
         batch = to_float_batch(
             torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
         )
-        outputs = model(batch).float()
-        if test_time_flip:
-            outputs = (outputs.softmax(dim=1) + model(batch.flip(3)).float().softmax(dim=1)) / 2
+        if len(views) == 1:
+            outputs = model(batch).float()
+        else:
+            outputs = sum(
+                model(shifted(batch.flip(3) if mirror else batch, dx, dy)).float().softmax(dim=1)
+                for mirror, dx, dy in views
+            ) / len(views)
         scores.append(outputs.cpu())
     return torch.cat(scores)
 
@@ -74,7 +101,14 @@ def evaluate_model(
     images, labels = arrays["test_images"], arrays["test_labels"].astype(np.int64)
     experiment = ExperimentSettings.from_dict(checkpoint["config"])
     started = time.perf_counter()
-    scores = predict(model, images, device, batch_size, experiment.test_time_flip)
+    scores = predict(
+        model,
+        images,
+        device,
+        batch_size,
+        experiment.test_time_flip,
+        experiment.test_time_shift,
+    )
     seconds = time.perf_counter() - started
     predictions = scores.argmax(dim=1).numpy()
     matrix = confusion_matrix(labels, predictions)
@@ -103,7 +137,11 @@ def evaluate_model(
             "device": checkpoint["provenance"].get("device"),
             "provenance": checkpoint["provenance"],
         },
-        "evaluation": {"seconds": seconds, "test_time_flip": experiment.test_time_flip},
+        "evaluation": {
+            "seconds": seconds,
+            "test_time_flip": experiment.test_time_flip,
+            "test_time_shift": experiment.test_time_shift,
+        },
         "seed": checkpoint["seed"],
         "config": experiment.as_dict(),
         "engine": checkpoint["engine"],

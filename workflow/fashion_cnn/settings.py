@@ -70,6 +70,7 @@ class ExperimentSettings(_Settings):
     label_smoothing: float
     ema_decay: float
     test_time_flip: bool
+    test_time_shift: int  # pixels; 0: no shifted views
     seed: int
     seeds: list[int]  # the replicates; [seed] when the config leaves it out
     chapter_accuracy: float | None
