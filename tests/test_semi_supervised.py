@@ -45,6 +45,17 @@ def test_the_loss_is_cross_entropy_plus_confident_pseudo_labels():
     assert torch.all(strong.grad[1] == 0) and torch.any(strong.grad[0] != 0)
 
 
+def test_the_loss_counts_the_pseudo_labels_that_passed_until_asked():
+    loss_function = ConsistencyLoss(threshold=0.95, weight=1.0)
+    weak = torch.tensor([[0.0] * 9 + [8.0], [0.0] * 10, [9.0] + [0.0] * 9])  # 2 of 3 confident
+    outputs = torch.cat([torch.randn(1, 10), weak, torch.randn(3, 10)])
+    loss_function(outputs, torch.tensor([0]))
+    loss_function(outputs, torch.tensor([0]))
+    assert loss_function.take_pseudo_label_rate() == pytest.approx(2 / 3)
+    assert np.isnan(loss_function.take_pseudo_label_rate())  # the counts start again
+    assert loss_function.state_dict() == {}  # nothing of it in a checkpoint
+
+
 def test_the_weak_views_cost_a_forward_pass_and_change_nothing_else(arrays):
     """The semi-supervised forward pass (weak views without gradients) gives the whole batch's
     outputs, loss and gradients, for a model whose outputs do not depend on the batch (the
@@ -154,6 +165,20 @@ def test_semi_supervised_training_learns_and_resumes_like_any_run(tmp_path, prep
     history = state["progress"]["history"]
     assert len(history) == 2 and all(np.isfinite(row["train_loss"]) for row in history)
     assert state["config"]["unlabelled_images"] == 512
+    assert all(0.0 <= row["pseudo_label_rate"] <= 1.0 for row in history)
+
+
+def test_the_history_records_each_epochs_share_of_pseudo_labels_that_passed(
+    tmp_path, prepared_data
+):
+    """Threshold 0: every unlabelled image's pseudo-label counts, so the share is exactly 1 in
+    every epoch, in the state's history and in the history CSV."""
+    job = tiny_training_job(tmp_path, prepared_data, **dict(SEMI, pseudo_label_threshold=0.0))
+    history = train_model(job)["progress"]["history"]
+    assert [row["pseudo_label_rate"] for row in history] == [1.0, 1.0]
+    written = job.history_path.read_text().splitlines()
+    assert written[0].endswith(",pseudo_label_rate") and len(written) == 3
+    assert all(line.endswith(",1.0") or line.endswith(",1") for line in written[1:])
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,9 @@ HISTORY_COLUMNS = [
 ]
 # With validation_images: the held-out images' loss and accuracy after every epoch.
 VALIDATION_COLUMNS = ["valid_loss", "valid_accuracy"]
+# With unlabelled images: the share whose weak view's pseudo-label passed the threshold (counted
+# from the resume on, for an epoch resumed mid-way).
+SEMI_SUPERVISED_COLUMNS = ["pseudo_label_rate"]
 
 
 # ----------------------------------------------------------------------------- progress & state
@@ -218,7 +221,7 @@ def start_run(job: TrainingJob) -> Run:
     forward = torch.compile(model) if switches.compile else model
     if isinstance(source, SemiSupervisedBatches):
         forward = WeakViewsWithoutGradients(forward, source.unlabelled_batch)
-    loss_function = make_loss(experiment)
+    loss_function = make_loss(experiment).to(device)
     return Run(
         job=job,
         device=device,
@@ -439,10 +442,13 @@ def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
         "epoch_seconds": progress.epoch_seconds,
         "elapsed_seconds": progress.training_seconds,
     }
-    validated = ""
+    extra = ""
     if run.validation is not None:
         row["valid_loss"], row["valid_accuracy"] = _validate(run)
-        validated = f"  validation {100 * row['valid_accuracy']:6.2f}%"
+        extra = f"  validation {100 * row['valid_accuracy']:6.2f}%"
+    if hasattr(run.loss_function, "take_pseudo_label_rate"):
+        row["pseudo_label_rate"] = run.loss_function.take_pseudo_label_rate()
+        extra += f"  pseudo-labels {100 * row['pseudo_label_rate']:5.1f}%"
     progress.history.append(row)
     remaining = progress.training_seconds / progress.epoch * (epochs - progress.epoch)
     log.info(
@@ -452,7 +458,7 @@ def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
         epochs,
         row["train_loss"],
         100 * row["train_accuracy"],
-        validated,
+        extra,
         f"{rate:,.0f}",
         progress.epoch_seconds,
         format_duration(remaining),
@@ -517,8 +523,14 @@ def _stop_if_diverged(run: Run, loss_sum: torch.Tensor) -> None:
 
 
 def _write_history(job, progress) -> None:
-    columns = HISTORY_COLUMNS + (VALIDATION_COLUMNS if job.experiment.validation_images else [])
-    write_csv(job.history_path, columns, [[r[c] for c in columns] for r in progress.history])
+    columns = (
+        HISTORY_COLUMNS
+        + (VALIDATION_COLUMNS if job.experiment.validation_images else [])
+        + (SEMI_SUPERVISED_COLUMNS if job.experiment.unlabelled_images else [])
+    )
+    # a row from a state written before a column existed reads NaN there
+    rows = [[r.get(c, float("nan")) for c in columns] for r in progress.history]
+    write_csv(job.history_path, columns, rows)
 
 
 def _final_model(run: Run) -> nn.Module:

@@ -76,6 +76,8 @@ class GraphedStep:
         }
         return {
             "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            # the loss's running counts (ConsistencyLoss's pseudo-labels): warm-up adds to them
+            "loss": [buffer.clone() for buffer in self.loss_function.buffers()],
             "optimizer": optimizer_state,
             "cuda_rng": torch.cuda.get_rng_state(),
         }
@@ -85,6 +87,8 @@ class GraphedStep:
         with torch.no_grad():
             for key, value in self.model.state_dict().items():
                 value.copy_(snapshot["model"][key])
+            for buffer, before in zip(self.loss_function.buffers(), snapshot["loss"], strict=True):
+                buffer.copy_(before)
             for parameter, state in self.optimizer.state.items():
                 before = snapshot["optimizer"].get(parameter)
                 for key, value in state.items():

@@ -17,18 +17,37 @@ class ConsistencyLoss(nn.Module):
     strong view against the class its weak view predicts, counted only where that prediction's
     softmax is at least ``threshold`` and averaged over all unlabelled images. The weak view's
     prediction is a target, not a path for gradients. No data-dependent shapes (a multiplied
-    mask, not a boolean index), so the step can be one CUDA graph."""
+    mask, not a boolean index), so the step can be one CUDA graph.
+
+    ``confident`` and ``considered`` count, on the device and without a sync, the unlabelled
+    images whose pseudo-label passed the threshold and all of them: the engine reads their ratio
+    once per epoch (``pseudo_label_rate`` in the history) and sets both back to zero in place
+    (a CUDA graph keeps their addresses)."""
 
     def __init__(self, threshold: float, weight: float, label_smoothing: float = 0.0):
         super().__init__()
         self.threshold, self.weight = threshold, weight
         self.supervised = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.register_buffer("confident", torch.zeros((), dtype=torch.long), persistent=False)
+        self.register_buffer("considered", torch.zeros((), dtype=torch.long), persistent=False)
+
+    def take_pseudo_label_rate(self) -> float:
+        """The share of unlabelled images whose pseudo-label counted since the last call (NaN
+        when none was seen); the counts start again from zero."""
+        considered = int(self.considered)
+        rate = int(self.confident) / considered if considered else float("nan")
+        self.confident.zero_()
+        self.considered.zero_()
+        return rate
 
     def forward(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labelled = len(labels)
         weak, strong = outputs[labelled:].chunk(2)
         confidence, pseudo_labels = weak.detach().softmax(dim=1).max(dim=1)
-        mask = (confidence >= self.threshold).to(strong.dtype)
+        passed = confidence >= self.threshold
+        self.confident += passed.sum()
+        self.considered += len(passed)
+        mask = passed.to(strong.dtype)
         unlabelled = nn.functional.cross_entropy(strong, pseudo_labels, reduction="none")
         return (
             self.supervised(outputs[:labelled], labels) + self.weight * (unlabelled * mask).mean()
