@@ -390,8 +390,9 @@ def test_validation_is_recorded_every_epoch_and_plotted(tmp_path, prepared_data,
         accuracy_from_scores(scores, arrays["train_labels"][-2000:].astype(np.int64)), abs=1e-6
     )
     assert state["model"]["arguments"]["dropout"] == 0.5
-    plot_history([job.history_path], tmp_path / "curves.png", "dropout")
+    drawn = plot_history([job.history_path], tmp_path / "curves.png", "dropout")
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert drawn == ["training loss", "training accuracy", "validation loss", "validation accuracy"]
     plain = tiny_training_job(tmp_path / "plain", prepared_data, train_subset=64, epochs=1)
     (tmp_path / "plain").mkdir()
     train_model(plain)

@@ -13,6 +13,7 @@ from fashion_cnn.checkpoint import load_checkpoint
 from fashion_cnn.engine import start_run, train_model
 from fashion_cnn.losses import ConsistencyLoss, WeakViewsWithoutGradients
 from fashion_cnn.models import build_model
+from fashion_cnn.plots import plot_history
 
 SEMI = {
     "model": "cnn_bn",
@@ -179,6 +180,8 @@ def test_the_history_records_each_epochs_share_of_pseudo_labels_that_passed(
     written = job.history_path.read_text().splitlines()
     assert written[0].endswith(",pseudo_label_rate") and len(written) == 3
     assert all(line.endswith(",1.0") or line.endswith(",1") for line in written[1:])
+    drawn = plot_history([job.history_path], tmp_path / "curves.png", "fixmatch")
+    assert "pseudo-labels passed" in drawn and (tmp_path / "curves.png").stat().st_size > 10_000
 
 
 @pytest.mark.parametrize(

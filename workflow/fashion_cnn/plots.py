@@ -130,17 +130,21 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
-def plot_history(history_paths: list[Path], output: Path, title: str) -> None:
+def plot_history(history_paths: list[Path], output: Path, title: str) -> list[str]:
     """Training loss and accuracy per epoch: the mean over seeds, with a band of one standard
     deviation either side when there are several (none for one seed). Where the runs held out
     validation images, their loss and accuracy are drawn beside the training ones: the gap
-    between the two curves is the overfitting the training curve alone cannot show."""
+    between the two curves is the overfitting the training curve alone cannot show. Where they
+    trained with unlabelled images, the share of pseudo-labels that passed the threshold is
+    drawn dashed on the accuracy panel. Returns the names of the curves drawn."""
     histories = [read_history(path) for path in history_paths]
     epochs = min(len(history.get("epoch", [])) for history in histories)
     x = np.arange(1, epochs + 1)
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     n = len(histories)
     validated = all("valid_accuracy" in history for history in histories)
+    semi_supervised = all("pseudo_label_rate" in history for history in histories)
+    drawn = []
     for axis, key, scale, color, label in (
         (axes[0], "train_loss", 1, "tab:blue", "training loss"),
         (axes[1], "train_accuracy", 100, "tab:green", "training accuracy (%)"),
@@ -161,7 +165,7 @@ def plot_history(history_paths: list[Path], output: Path, title: str) -> None:
             mean,
             marker="." if epochs < 50 else None,
             color=color,
-            label=f"{name}, mean of {n}" if validated else f"mean of {n}",
+            label=f"{name}, mean of {n}" if validated or semi_supervised else f"mean of {n}",
         )
         if n > 1:
             spread = values.std(axis=0, ddof=1)
@@ -169,10 +173,19 @@ def plot_history(history_paths: list[Path], output: Path, title: str) -> None:
         if n > 1 or validated:
             axis.legend(loc="best", title="band: ± 1 std" if n > 1 else None)
         shown = ("loss" if "loss" in key else "accuracy (%)") if validated else label
+        if semi_supervised and "accuracy" in key:
+            shown = "accuracy, pseudo-labels passed (%)"
         what = shown.split(" (")[0]
         axis.set(xlabel="epoch", ylabel=shown, title=f"{title}: {what} (n={n})")
         axis.grid(alpha=0.3)
+        drawn.append(name)
+    if semi_supervised:
+        rates = 100 * np.array([history["pseudo_label_rate"][:epochs] for history in histories])
+        axes[1].plot(x, rates.mean(axis=0), "--", color="tab:purple", label="pseudo-labels passed")
+        axes[1].legend(loc="best", title="band: ± 1 std" if n > 1 else None)
+        drawn.append("pseudo-labels passed")
     _save(figure, output)
+    return drawn
 
 
 def plot_confusion_matrix(matrix: np.ndarray, output: Path, title: str) -> None:
