@@ -176,7 +176,7 @@ def plot_history(history_paths: list[Path], output: Path, title: str) -> list[st
         if semi_supervised and "accuracy" in key:
             shown = "accuracy, pseudo-labels passed (%)"
         what = shown.split(" (")[0]
-        axis.set(xlabel="epoch", ylabel=shown, title=f"{title}: {what} (n={n})")
+        axis.set(xlabel="epoch", ylabel=shown, title=f"{what} (n={n})")
         axis.grid(alpha=0.3)
         drawn.append(name)
     if semi_supervised:
@@ -184,6 +184,7 @@ def plot_history(history_paths: list[Path], output: Path, title: str) -> list[st
         axes[1].plot(x, rates.mean(axis=0), "--", color="tab:purple", label="pseudo-labels passed")
         axes[1].legend(loc="best", title="band: ± 1 std" if n > 1 else None)
         drawn.append("pseudo-labels passed")
+    figure.suptitle(title)  # once, above both panels: a sweep point's name is long
     _save(figure, output)
     return drawn
 
