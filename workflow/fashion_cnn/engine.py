@@ -446,7 +446,7 @@ def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
     if run.validation is not None:
         row["valid_loss"], row["valid_accuracy"] = _validate(run)
         extra = f"  validation {100 * row['valid_accuracy']:6.2f}%"
-    if hasattr(run.loss_function, "take_pseudo_label_rate"):
+    if run.job.experiment.unlabelled_images:  # make_loss gave it ConsistencyLoss
         row["pseudo_label_rate"] = run.loss_function.take_pseudo_label_rate()
         extra += f"  pseudo-labels {100 * row['pseudo_label_rate']:5.1f}%"
     progress.history.append(row)
