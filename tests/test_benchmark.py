@@ -86,8 +86,9 @@ def _processes_running(code: str) -> list[int]:
 
 @pytest.mark.slow
 def test_benchmark_under_contention_and_its_profile(tmp_path, prepared_data):
-    """Competing busy processes run for the measurement and are gone after it; the profile of
-    the engine's step adds up and counts each convolution's arithmetic from its shapes."""
+    """Competing busy processes run for the measurement and are gone after it (beside the
+    engine with its threads chosen while it runs, the switch adapt); the profile of the engine's
+    step adds up and counts each convolution's arithmetic from its shapes."""
     from fashion_cnn.benchmark import COMPETITORS
 
     json_path = tmp_path / "benchmark.json"
@@ -96,7 +97,7 @@ def test_benchmark_under_contention_and_its_profile(tmp_path, prepared_data):
         "--data", prepared_data,
         "--workloads", "cnn",
         "--steps", "3", "--warmup", "1", "--repeats", "1",
-        "--switches", "channels_last",
+        "--switches", "channels_last", "channels_last+adapt",
         "--skip-inference", "--contention", "spin", "--profile",
         "--output-json", json_path,
         "--output-markdown", tmp_path / "benchmark.md",
@@ -107,6 +108,10 @@ def test_benchmark_under_contention_and_its_profile(tmp_path, prepared_data):
     assert report["contention"] == ["spin"]
     assert report["machine"]["omp_wait_policy"] == "PASSIVE"  # what the command line sets
     assert "Competing processes: spin" in result.stdout
+    # engine.shared_cores: adapt in the timed loop (tests/test_threads.py tests its choices)
+    switches = [entry["switches"] for entry in report["training"]["cnn"]["engine"]]
+    assert switches == ["channels_last", "channels_last+adapt"]
+    assert "shared_cores: adapt: " in result.stderr
     profile = report["profile"]["cnn"]
     assert sum(profile["kinds_ms"].values()) == pytest.approx(profile["step_ms"])
     assert {"convolution, forward", "convolution, backward"} <= set(profile["kinds_ms"])

@@ -202,11 +202,13 @@ def _switch_sets(requested: list[str], device) -> list[dict]:
                     continue
                 sets.append(chosen)
         else:
-            chosen = dict.fromkeys(names, False)
+            # adapt: engine.shared_cores: adapt (fashion_cnn.threads) in the timed loop
+            known = (*names, "adapt")
+            chosen = dict.fromkeys(known, False)
             for part in request.split("+"):
-                if part not in names and part != "fp32":
-                    raise SystemExit(f"unknown switch '{part}'; use {', '.join(names)} or fp32")
-                if part in names:
+                if part not in known and part != "fp32":
+                    raise SystemExit(f"unknown switch '{part}'; use {', '.join(known)} or fp32")
+                if part in known:
                     chosen[part] = True
             if chosen["cuda_graph"] and not cuda:
                 raise SystemExit("the switch cuda_graph needs a CUDA device (--device cuda)")
@@ -348,9 +350,27 @@ def _chapter_process_rate(model_name, preset, batch_size, steps, warmup, device)
 def engine_rate(
     images, labels, model_name, preset, batch_size, steps, warmup, device, switches: dict
 ) -> float:
-    """The engine: device-resident uint8 data, batched augmentation, the engine's train_step."""
+    """The engine: device-resident uint8 data, batched augmentation, the engine's train_step;
+    with the switch ``adapt``, its thread count chosen while it runs (engine.shared_cores)."""
+    import torch
+
+    from fashion_cnn.threads import ThreadTuner
+
     batches, step, _ = engine_step(images, labels, model_name, preset, batch_size, device, switches)
-    return _timed(batches, step, steps, warmup, device)
+    if not switches.get("adapt") or device.type != "cpu":
+        return _timed(batches, step, steps, warmup, device)
+    threads = torch.get_num_threads()
+    tuner = ThreadTuner(threads)
+
+    def tuned(inputs, targets):
+        step(inputs, targets)
+        tuner.step(len(targets))
+
+    try:
+        return _timed(batches, tuned, steps, warmup, device)
+    finally:
+        log.info("%s %s: %s", model_name, _label(switches), tuner.describe())
+        torch.set_num_threads(threads)
 
 
 def engine_step(images, labels, model_name, preset, batch_size, device, switches: dict):

@@ -37,6 +37,7 @@ from fashion_cnn.models import (
 )
 from fashion_cnn.optim import make_optimizer, make_scheduler, set_learning_rate_kind
 from fashion_cnn.settings import EngineSettings, ExperimentSettings, unlabelled_count
+from fashion_cnn.threads import ThreadTuner
 from fashion_cnn.weights import initialise
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ class Run:
     averaged: nn.Module | None  # ema_decay: the exponential moving average of the weights
     source: DeviceBatches | LoaderBatches
     validation: tuple | None  # (images, labels) held out of training, or None
+    tuner: ThreadTuner | None  # engine.shared_cores: adapt, on a CPU
     weights_source: str
     fingerprint: str
     arguments: dict
@@ -164,7 +166,7 @@ class Run:
 def start_run(job: TrainingJob) -> Run:
     """Seed, load the data, build and initialise the model, its batches and optimizer."""
     experiment, engine = job.experiment, job.engine
-    set_threads(job.threads)
+    threads = set_threads(job.threads)
     log.info("allocator: %s", keep_freed_memory(engine.allocator))
     device = resolve_device(engine.device)
     if device.type == "cuda":
@@ -239,6 +241,9 @@ def start_run(job: TrainingJob) -> Run:
         averaged=averaged,
         source=source,
         validation=validation,
+        tuner=ThreadTuner(threads)
+        if engine.shared_cores == "adapt" and device.type == "cpu"
+        else None,
         weights_source=weights_source,
         fingerprint=settings_fingerprint(
             experiment.as_dict(),
@@ -343,6 +348,8 @@ def train_model(job: TrainingJob) -> dict:
     _write_history(job, progress)
     state = _state(run)
     save_checkpoint(state, job.model_path)
+    if run.tuner is not None:
+        log.info("%s", run.tuner.describe())
     log.info(
         "finished %s in %s (%.1f s of training)",
         job.name,
@@ -376,6 +383,8 @@ def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
     seen = 0
     started = last_report = time.perf_counter()
     first_step = progress.step
+    if run.tuner is not None:
+        run.tuner.resume()  # the time since the last epoch's steps was not training
     check_every = 1 if device.type == "cpu" else FINITE_CHECK_STEPS_GPU
 
     def fold_running_sums():
@@ -404,6 +413,8 @@ def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
             )
         if run.averaged is not None:
             run.averaged.update_parameters(run.model)
+        if run.tuner is not None:
+            run.tuner.step(len(labels))
         loss_sum += loss * len(labels)
         # the labelled images' outputs come first (semi-supervised batches add unlabelled ones)
         correct += (outputs[: len(labels)].argmax(dim=1) == labels).sum()
@@ -427,6 +438,8 @@ def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
             raise TrainingInterrupted(f"stopped by SIGTERM; rerun to resume from {where}")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    if run.tuner is not None:
+        run.tuner.pause()
     _stop_if_diverged(run, loss_sum)
     fold_running_sums()
     progress.epoch += 1

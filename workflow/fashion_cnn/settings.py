@@ -87,5 +87,6 @@ class EngineSettings(_Settings):
     compile: bool | str
     cuda_graph: bool | str
     allocator: str
+    shared_cores: str
     eval_batch_size: int
     checkpoint_every_epochs: int
