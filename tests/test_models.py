@@ -217,3 +217,26 @@ def test_vit_b16_takes_grey_28x28_as_imagenet_rgb_at_its_size():
     # torchvision's vit_b_16 (86,567,656), a 10-way head for the 1000-way one, and position
     # embeddings for 2x2 patches and the class token instead of 14x14 and the class token
     assert parameter_count(model) == 86_567_656 - 769_000 + 7_690 - (197 - 5) * 768
+
+
+def test_every_experiment_of_the_config_builds_its_model_with_its_arguments():
+    """config.yaml's experiments, each as its own settings build it (width, dropout, patch size,
+    ...): ten outputs per image at the size the experiment feeds it. The two frontier recipes'
+    sizes are the ones docs/benchmarks.md names (926,578 and 1,645,546 parameters)."""
+    from conftest import base_config
+    from fashion_cnn.models import model_arguments
+    from fashion_cnn.settings import ExperimentSettings
+
+    experiments = base_config()["experiments"]
+    counts = {}
+    for name, values in experiments.items():
+        experiment = ExperimentSettings.from_dict(values)
+        if experiment.model == "vit_b16":
+            continue  # 86M parameters at 224x224: tests/test_engine.py trains it small
+        model = build_model(experiment.model, model_arguments(experiment)).eval()
+        with torch.no_grad():
+            assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10), name
+        counts[name] = parameter_count(model)
+    assert counts["cnn_frontier"] == 926_578
+    assert counts["cnn_frontier_wide"] == 1_645_546
+    assert counts["cnn_baseline"] == 167_114
