@@ -266,6 +266,10 @@ def test_check_config_names_the_file_with_a_yaml_syntax_error(tmp_path):
             REPO,
             "check-config",
             f"VENV={Path(sys.prefix)}",
+            # the environment running the tests is set up: never reinstall it from REPO (from a
+            # second checkout that would re-point its editable install there)
+            "-o",
+            str(Path(sys.prefix) / ".installed"),
             f"SNAKEMAKE_ARGS=--cores 2 --configfile config.yaml {broken} --dry-run",
         ],
         capture_output=True,
