@@ -425,10 +425,54 @@ def test_the_weights_average_is_delivered_and_leaves_training_alone(tmp_path, pr
     assert int(ema_state["ema_state"]["n_averaged"]) == 2 * 4  # one update per step
 
 
-def test_a_run_with_weight_averaging_resumes_exactly(tmp_path, prepared_data, monkeypatch, caplog):
+def test_the_warmed_up_average_follows_the_first_steps_then_decays_at_ema_decay():
+    """ema_warmup: the n-th update after the first (a copy) uses the decay
+    min(ema_decay, (1 + n) / (10 + n)), for weights and BatchNorm statistics alike."""
+    from fashion_cnn.engine import moving_average
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    averaged = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=moving_average(0.5, warmup=True), use_buffers=True
+    )
+    expected = None
+    for n in range(12):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(1.0)
+        model(torch.randn(4, 3))  # moves the running statistics
+        current = [t.detach().clone() for t in [*model.parameters(), *model.buffers()]]
+        if expected is None:
+            expected = current
+        else:
+            decay = min(0.5, (1 + n) / (10 + n))
+            expected = [
+                e * decay + c * (1 - decay) if e.is_floating_point() else c
+                for e, c in zip(expected, current, strict=True)
+            ]
+        averaged.update_parameters(model)
+    got = [*averaged.module.parameters(), *averaged.module.buffers()]
+    for want, have in zip(expected[:-1], got[:-1], strict=True):  # all but num_batches_tracked
+        assert torch.allclose(have, want, atol=1e-5)
+    plain = torch.optim.swa_utils.AveragedModel(
+        torch.nn.Linear(3, 2), multi_avg_fn=moving_average(0.5, warmup=False)
+    )
+    assert plain.multi_avg_fn.__qualname__.startswith("get_ema_multi_avg_fn")
+
+
+@pytest.mark.parametrize("warmup", [False, True], ids=["ema", "ema_warmup"])
+def test_a_run_with_weight_averaging_resumes_exactly(
+    tmp_path, prepared_data, monkeypatch, caplog, warmup
+):
     import fashion_cnn.engine as engine
 
-    changes = {"train_subset": 256, "epochs": 3, "ema_decay": 0.95, "augmentation": "flip"}
+    changes = {
+        "train_subset": 256,
+        "epochs": 3,
+        "ema_decay": 0.95,
+        "ema_warmup": warmup,
+        "augmentation": "flip",
+    }
     whole = tiny_training_job(tmp_path / "whole", prepared_data, **changes)
     whole.model_path.parent.mkdir()
     train_model(whole)

@@ -90,6 +90,45 @@ def test_semi_supervised_runs_train_through_the_weak_views_forward(tmp_path, pre
     assert run.forward.model is run.model
 
 
+def test_a_mean_teacher_makes_the_pseudo_labels_in_eval_mode_without_gradients(arrays):
+    """pseudo_labels_from: average. The weak views' outputs are the teacher's in eval mode (its
+    own BatchNorm statistics, left as they were), even after the loop put it in training mode;
+    the labelled and strong views go through the trained model; no gradient reaches the
+    teacher."""
+    torch.manual_seed(0)
+    model, teacher = build_model("cnn_bn", {"width": 8}), build_model("cnn_bn", {"width": 8})
+    with torch.no_grad():
+        for parameter in teacher.parameters():
+            parameter.mul_(0.5)
+    images = torch.from_numpy(arrays["train_images"][:40]).float().div(255).unsqueeze(1)
+    statistics = {k: v.clone() for k, v in teacher.state_dict().items() if "running" in k}
+    forward = WeakViewsWithoutGradients(model, unlabelled=16, teacher=teacher)
+    forward.train()  # what the training loop does
+    teacher.train()  # what validation leaves behind
+    outputs = forward(images)
+    loss = ConsistencyLoss(threshold=0.0, weight=1.0)(outputs, torch.zeros(8, dtype=torch.long))
+    loss.backward()
+    assert all(parameter.grad is None for parameter in teacher.parameters())
+    assert all(parameter.grad is not None for parameter in model.parameters())
+    for name, tensor in statistics.items():
+        assert torch.equal(teacher.state_dict()[name], tensor), name
+    with torch.no_grad():
+        expected_weak = teacher.eval()(images[8:24])
+        model.train()
+        expected_rest = model(torch.cat([images[:8], images[24:]]))
+    assert torch.allclose(outputs[8:24], expected_weak, atol=1e-6)
+    assert torch.allclose(outputs[:8], expected_rest[:8], atol=1e-6)
+    assert torch.allclose(outputs[24:], expected_rest[8:], atol=1e-6)
+    assert not torch.allclose(outputs[8:24], model.eval()(images[8:24]), atol=1e-3)
+
+
+def test_a_mean_teacher_run_takes_its_pseudo_labels_from_the_average(tmp_path, prepared_data):
+    run = start_run(tiny_training_job(tmp_path, prepared_data, **SEMI, **MEAN_TEACHER))
+    assert run.forward._teacher == [run.averaged.module]
+    plain = start_run(tiny_training_job(tmp_path / "plain", prepared_data, **SEMI))
+    assert plain.forward._teacher == []
+
+
 def test_batches_hold_the_labelled_images_then_two_views_of_unlabelled_ones(arrays):
     generator = torch.Generator().manual_seed(0)
     unlabelled = arrays["train_images"][100:300]
@@ -119,11 +158,16 @@ def test_batches_hold_the_labelled_images_then_two_views_of_unlabelled_ones(arra
     assert len(last_labels) == 4 and len(last_images) == 4 + 2 * 96
 
 
+MEAN_TEACHER = {"pseudo_labels_from": "average", "ema_decay": 0.9, "ema_warmup": True}
+
+
+@pytest.mark.parametrize("teacher", [{}, MEAN_TEACHER], ids=["model", "average"])
 def test_the_unlabelled_images_labels_never_reach_training(
-    tmp_path, prepared_data, arrays, monkeypatch
+    tmp_path, prepared_data, arrays, monkeypatch, teacher
 ):
     """Train twice: once with the real dataset, once with every label after the labelled subset
-    scrambled. The weights must be bit-identical: those labels never reached the loss."""
+    scrambled. The weights must be bit-identical: those labels never reached the loss (with
+    pseudo-labels from the model, and from its moving average)."""
     import fashion_cnn.data as data
 
     real = data.load_prepared
@@ -141,7 +185,7 @@ def test_the_unlabelled_images_labels_never_reach_training(
     weights = []
     for name, loader in (("real", real), ("scrambled", scrambled)):
         monkeypatch.setattr(data, "load_prepared", loader)
-        job = tiny_training_job(tmp_path / name, prepared_data, **SEMI)
+        job = tiny_training_job(tmp_path / name, prepared_data, **SEMI, **teacher)
         job.model_path.parent.mkdir()
         train_model(job)
         weights.append(load_checkpoint(job.model_path)["model_state"])
@@ -192,6 +236,15 @@ def test_the_history_records_each_epochs_share_of_pseudo_labels_that_passed(
             {"train_subset": 500, "unlabelled_images": 59_000, "validation_images": 1000},
             "more than",
         ),
+        (
+            {"train_subset": 500, "unlabelled_images": 100, "pseudo_labels_from": "average"},
+            "with ema_decay above 0",
+        ),
+        (
+            {"train_subset": 500, "ema_decay": 0.9, "pseudo_labels_from": "average"},
+            "with ema_decay above 0",
+        ),
+        ({"ema_warmup": True}, "ema_decay is 0"),
     ],
 )
 def test_impossible_splits_are_config_errors(changes, expected):

@@ -343,6 +343,21 @@ def _check_experiment(where: str, experiment: dict, key=None) -> None:
             f"the {TRAINING_IMAGES:,} training images. Make train_subset + unlabelled_images + "
             "validation_images at most 60000."
         )
+    if experiment["pseudo_labels_from"] == "average" and not (
+        experiment["ema_decay"] and unlabelled
+    ):
+        raise UserError(
+            f'Config error: {key("pseudo_labels_from")} = "average" takes the pseudo-labels from '
+            "the moving average of the weights, so it needs semi-supervised training "
+            "(unlabelled_images) with ema_decay above 0 (e.g. 0.99); this experiment has "
+            f"unlabelled_images {experiment['unlabelled_images']} and ema_decay "
+            f"{experiment['ema_decay']}. Set both, or pseudo_labels_from: model."
+        )
+    if experiment["ema_warmup"] and not experiment["ema_decay"]:
+        raise UserError(
+            f"Config error: {key('ema_warmup')} ramps up the moving average's decay, but "
+            "ema_decay is 0 (no moving average). Set ema_decay (e.g. 0.99), or remove ema_warmup."
+        )
     if experiment["conv1_init"] != "random" and (model != "resnet18" or weights == "none"):
         raise UserError(
             f'Config error: {key("conv1_init")} = "{experiment["conv1_init"]}" averages '

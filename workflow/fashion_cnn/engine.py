@@ -163,6 +163,26 @@ class Run:
     progress: Progress = field(default_factory=Progress)
 
 
+def moving_average(decay: float, warmup: bool):
+    """AveragedModel's update for ema_decay: torch's exponential moving average, or with
+    ``warmup`` the decay min(decay, (1 + n) / (10 + n)) at the n-th update after the first (which
+    copies the weights). n is the average's own count (``n_averaged``, in the checkpoint, so a
+    resumed run goes on where it stopped); the decay is computed on the device, no sync."""
+    if not warmup:
+        return torch.optim.swa_utils.get_ema_multi_avg_fn(decay)
+
+    @torch.no_grad()
+    def update(averages: list[torch.Tensor], currents: list[torch.Tensor], count) -> None:
+        step_decay = ((1 + count) / (10 + count)).clamp(max=decay)  # a float tensor
+        if averages[0].is_floating_point():
+            torch._foreach_lerp_(averages, currents, (1 - step_decay).to(averages[0].dtype))
+        else:  # BatchNorm's integer batch counts, as torch's own average treats them
+            for average, current in zip(averages, currents, strict=True):
+                average.copy_(average * step_decay + current * (1 - step_decay))
+
+    return update
+
+
 def start_run(job: TrainingJob) -> Run:
     """Seed, load the data, build and initialise the model, its batches and optimizer."""
     experiment, engine = job.experiment, job.engine
@@ -214,7 +234,7 @@ def start_run(job: TrainingJob) -> Run:
     averaged = (
         torch.optim.swa_utils.AveragedModel(
             model,
-            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(experiment.ema_decay),
+            multi_avg_fn=moving_average(experiment.ema_decay, experiment.ema_warmup),
             use_buffers=True,  # BatchNorm's running statistics are averaged too
         )
         if experiment.ema_decay
@@ -222,7 +242,8 @@ def start_run(job: TrainingJob) -> Run:
     )
     forward = torch.compile(model) if switches.compile else model
     if isinstance(source, SemiSupervisedBatches):
-        forward = WeakViewsWithoutGradients(forward, source.unlabelled_batch)
+        teacher = averaged.module if experiment.pseudo_labels_from == "average" else None
+        forward = WeakViewsWithoutGradients(forward, source.unlabelled_batch, teacher)
     loss_function = make_loss(experiment).to(device)
     return Run(
         job=job,

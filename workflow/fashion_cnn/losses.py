@@ -60,16 +60,26 @@ class WeakViewsWithoutGradients(nn.Module):
     make pseudo-labels, ``ConsistencyLoss`` never differentiates them), the rest with gradients.
     The outputs come back in the batch's order. Same loss and gradients as one pass over the
     whole batch, except that BatchNorm normalises the weak views by their own statistics; a
-    training step costs about a third less (no backward pass through the weak views)."""
+    training step costs about a third less (no backward pass through the weak views).
 
-    def __init__(self, model: nn.Module, unlabelled: int):
+    With a ``teacher`` (pseudo_labels_from: average, the moving average of the weights) the weak
+    views go through the teacher instead, in eval mode (its averaged BatchNorm statistics), at
+    the same cost: a mean teacher's targets for FixMatch's strong views."""
+
+    def __init__(self, model: nn.Module, unlabelled: int, teacher: nn.Module | None = None):
         super().__init__()
         self.model, self.unlabelled = model, unlabelled
+        # not a submodule: the training loop's train() must not reach the teacher
+        self._teacher = [teacher] if teacher is not None else []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         count = self.unlabelled
         with torch.no_grad():
-            weak = self.model(images[-2 * count : -count])
+            if self._teacher:
+                teacher = self._teacher[0].eval()
+                weak = teacher(images[-2 * count : -count])
+            else:
+                weak = self.model(images[-2 * count : -count])
         trained = self.model(torch.cat([images[: -2 * count], images[-count:]]))
         return torch.cat([trained[:-count], weak, trained[-count:]])
 

@@ -59,6 +59,7 @@ class ExperimentSettings(_Settings):
     strong_augmentation: str
     pseudo_label_threshold: float
     unlabelled_weight: float
+    pseudo_labels_from: str  # model (FixMatch) or average (a mean teacher)
     augmentation: str
     epochs: int
     steps_per_epoch: int  # 0: one pass over the training images
@@ -69,6 +70,7 @@ class ExperimentSettings(_Settings):
     lr_schedule: str
     label_smoothing: float
     ema_decay: float
+    ema_warmup: bool
     test_time_flip: bool
     test_time_shift: int  # pixels; 0: no shifted views
     seed: int
