@@ -460,18 +460,37 @@ def test_the_warmed_up_average_follows_the_first_steps_then_decays_at_ema_decay(
     assert plain.multi_avg_fn.__qualname__.startswith("get_ema_multi_avg_fn")
 
 
-@pytest.mark.parametrize("warmup", [False, True], ids=["ema", "ema_warmup"])
+ALIGNED_FIXMATCH = {
+    "model": "cnn_bn",
+    "width": 8,
+    "train_subset": 64,
+    "unlabelled_images": 256,
+    "unlabelled_ratio": 2,
+    "batch_size": 32,
+    "pseudo_label_threshold": 0.5,
+    "distribution_alignment": True,
+}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"ema_warmup": True}, ALIGNED_FIXMATCH],
+    ids=["ema", "ema_warmup", "fixmatch_aligned"],
+)
 def test_a_run_with_weight_averaging_resumes_exactly(
-    tmp_path, prepared_data, monkeypatch, caplog, warmup
+    tmp_path, prepared_data, monkeypatch, caplog, extra
 ):
+    """Stopped after epoch 1 and resumed, a run ends bit-identical to one that never stopped:
+    the weights, their average and (fixmatch_aligned) distribution alignment's running class
+    shares all come back from the training state."""
     import fashion_cnn.engine as engine
 
     changes = {
         "train_subset": 256,
         "epochs": 3,
         "ema_decay": 0.95,
-        "ema_warmup": warmup,
         "augmentation": "flip",
+        **extra,
     }
     whole = tiny_training_job(tmp_path / "whole", prepared_data, **changes)
     whole.model_path.parent.mkdir()
@@ -494,9 +513,12 @@ def test_a_run_with_weight_averaging_resumes_exactly(
         train_model(resumed)
     assert "resuming cnn_baseline" in caplog.text and "epoch 2, step 0" in caplog.text
     expected, got = load_checkpoint(whole.model_path), load_checkpoint(resumed.model_path)
-    for part in ("model_state", "training_model_state"):
+    for part in ("model_state", "training_model_state", "loss_state"):
         for key, tensor in expected[part].items():
             assert torch.equal(got[part][key], tensor), (part, key)
+    if extra.get("distribution_alignment"):
+        shares = expected["loss_state"]["predicted_shares"]
+        assert not torch.allclose(shares, torch.full_like(shares, 0.1))  # it moved
 
 
 @pytest.mark.slow

@@ -57,6 +57,36 @@ def test_the_loss_counts_the_pseudo_labels_that_passed_until_asked():
     assert loss_function.state_dict() == {}  # nothing of it in a checkpoint
 
 
+def test_distribution_alignment_gives_an_under_predicted_class_more_pseudo_labels():
+    """distribution_alignment: the running class shares move toward the weak views' mean
+    softmax, and each softmax is divided by them and renormalised before the threshold: a
+    prediction split between a class the model over-predicts and one it under-predicts goes to
+    the under-predicted one. Without it the loss has no such state (older checkpoints load)."""
+    loss = ConsistencyLoss(threshold=0.5, weight=1.0, align_classes=3)
+    loss.predicted_shares.copy_(torch.tensor([0.6, 0.2, 0.2]))
+    weak = torch.tensor([[0.55, 0.40, 0.05], [0.10, 0.10, 0.80]]).log()
+    strong = torch.zeros(2, 3, requires_grad=True)
+    outputs = torch.cat([torch.zeros(1, 3), weak, strong])
+    momentum = ConsistencyLoss.ALIGNMENT_MOMENTUM
+    shares = momentum * torch.tensor([0.6, 0.2, 0.2]) + (1 - momentum) * weak.softmax(1).mean(0)
+    aligned = weak.softmax(1) / shares
+    aligned = aligned / aligned.sum(1, keepdim=True)
+    assert torch.allclose(loss.pseudo_label_probabilities(weak), aligned)
+    assert torch.allclose(loss.predicted_shares, shares)
+    assert weak.softmax(1).argmax(1).tolist() == [0, 2]
+    assert aligned.argmax(1).tolist() == [1, 2]
+    loss.predicted_shares.copy_(torch.tensor([0.6, 0.2, 0.2]))
+    loss(outputs, torch.tensor([0])).backward()
+    # both pseudo-labels passed 0.5 after alignment; class 1 is the first image's target
+    assert int(loss.confident) == 2
+    strong_gradient = strong.grad[0]
+    assert strong_gradient[1] < 0 < strong_gradient[0]
+    plain = ConsistencyLoss(threshold=0.5, weight=1.0)
+    assert torch.equal(plain.pseudo_label_probabilities(weak), weak.softmax(1))
+    assert "predicted_shares" not in plain.state_dict()
+    assert "predicted_shares" in loss.state_dict()
+
+
 def test_the_weak_views_cost_a_forward_pass_and_change_nothing_else(arrays):
     """The semi-supervised forward pass (weak views without gradients) gives the whole batch's
     outputs, loss and gradients, for a model whose outputs do not depend on the batch (the
@@ -159,15 +189,19 @@ def test_batches_hold_the_labelled_images_then_two_views_of_unlabelled_ones(arra
 
 
 MEAN_TEACHER = {"pseudo_labels_from": "average", "ema_decay": 0.9, "ema_warmup": True}
+ALIGNED = {"distribution_alignment": True}
 
 
-@pytest.mark.parametrize("teacher", [{}, MEAN_TEACHER], ids=["model", "average"])
+@pytest.mark.parametrize(
+    "teacher", [{}, MEAN_TEACHER, ALIGNED], ids=["model", "average", "aligned"]
+)
 def test_the_unlabelled_images_labels_never_reach_training(
     tmp_path, prepared_data, arrays, monkeypatch, teacher
 ):
     """Train twice: once with the real dataset, once with every label after the labelled subset
     scrambled. The weights must be bit-identical: those labels never reached the loss (with
-    pseudo-labels from the model, and from its moving average)."""
+    pseudo-labels from the model, from its moving average, and aligned with the class shares,
+    whose running estimate is made from the predictions alone)."""
     import fashion_cnn.data as data
 
     real = data.load_prepared
@@ -245,6 +279,11 @@ def test_the_history_records_each_epochs_share_of_pseudo_labels_that_passed(
             "with ema_decay above 0",
         ),
         ({"ema_warmup": True}, "ema_decay is 0"),
+        ({"distribution_alignment": True}, "remove distribution_alignment"),
+        (
+            {"train_subset": 500, "unlabelled_images": 0, "distribution_alignment": True},
+            "remove distribution_alignment",
+        ),
     ],
 )
 def test_impossible_splits_are_config_errors(changes, expected):

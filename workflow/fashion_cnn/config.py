@@ -353,6 +353,14 @@ def _check_experiment(where: str, experiment: dict, key=None) -> None:
             f"unlabelled_images {experiment['unlabelled_images']} and ema_decay "
             f"{experiment['ema_decay']}. Set both, or pseudo_labels_from: model."
         )
+    if experiment["distribution_alignment"] and not unlabelled:
+        raise UserError(
+            f"Config error: {key('distribution_alignment')} aligns the pseudo-labels of the "
+            "unlabelled images with the class shares, but this experiment has none "
+            f"(unlabelled_images {experiment['unlabelled_images']}, train_subset "
+            f"{experiment['train_subset']}). Set train_subset and unlabelled_images (e.g. all), "
+            "or remove distribution_alignment."
+        )
     if experiment["ema_warmup"] and not experiment["ema_decay"]:
         raise UserError(
             f"Config error: {key('ema_warmup')} ramps up the moving average's decay, but "

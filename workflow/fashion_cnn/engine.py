@@ -590,6 +590,7 @@ def _state(run: Run) -> dict:
         **averaged,
         "optimizer_state": run.optimizer.state_dict(),
         "scheduler_state": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "loss_state": run.loss_function.state_dict(),  # distribution alignment's class shares
         "config": experiment.as_dict(),
         "engine": job.engine.as_dict(),
         "complete": run.progress.epoch == experiment.epochs,
@@ -632,6 +633,9 @@ def _resume(run: Run) -> None:
         set_learning_rate_kind(run.optimizer, run.device if run.switches.cuda_graph else None)
         if run.scheduler is not None:
             run.scheduler.load_state_dict(state["scheduler_state"])
+        # a state written before losses had a state reads as empty: right for every loss but
+        # distribution alignment's, which is newer than that and so always has its own
+        run.loss_function.load_state_dict(state.get("loss_state", {}))
         run.source.set_rng_state(state["rng"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise UserError(

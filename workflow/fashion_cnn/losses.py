@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fashion_cnn.models import NUM_CLASSES
 from fashion_cnn.settings import ExperimentSettings
 
 
@@ -22,14 +23,46 @@ class ConsistencyLoss(nn.Module):
     ``confident`` and ``considered`` count, on the device and without a sync, the unlabelled
     images whose pseudo-label passed the threshold and all of them: the engine reads their ratio
     once per epoch (``pseudo_label_rate`` in the history) and sets both back to zero in place
-    (a CUDA graph keeps their addresses)."""
+    (a CUDA graph keeps their addresses).
 
-    def __init__(self, threshold: float, weight: float, label_smoothing: float = 0.0):
+    With ``align_classes`` (distribution alignment, ReMixMatch: Berthelot et al., 2020) each weak
+    view's softmax is multiplied by the classes' share in the training set (uniform for
+    Fashion-MNIST's 6,000 images a class) over ``predicted_shares``, a running average of the
+    weak views' softmax (momentum ``ALIGNMENT_MOMENTUM``, updated in place), and renormalised
+    before the threshold and the argmax: a class the model under-predicts gets more
+    pseudo-labels, one it over-predicts fewer. ``predicted_shares`` is part of the state dict,
+    so a resumed run goes on with it."""
+
+    ALIGNMENT_MOMENTUM = 0.99  # about the last 100 steps, ReMixMatch's 128 batches
+
+    def __init__(
+        self,
+        threshold: float,
+        weight: float,
+        label_smoothing: float = 0.0,
+        align_classes: int = 0,
+    ):
         super().__init__()
         self.threshold, self.weight = threshold, weight
         self.supervised = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.register_buffer("confident", torch.zeros((), dtype=torch.long), persistent=False)
         self.register_buffer("considered", torch.zeros((), dtype=torch.long), persistent=False)
+        self.aligned = bool(align_classes)
+        if self.aligned:
+            uniform = torch.full((align_classes,), 1.0 / align_classes)
+            self.register_buffer("predicted_shares", uniform)
+
+    def pseudo_label_probabilities(self, weak: torch.Tensor) -> torch.Tensor:
+        """The weak views' softmax, aligned with the class shares where ``align_classes``."""
+        probabilities = weak.detach().float().softmax(dim=1)
+        if not self.aligned:
+            return probabilities
+        shares = self.predicted_shares
+        shares.mul_(self.ALIGNMENT_MOMENTUM).add_(
+            probabilities.mean(dim=0), alpha=1 - self.ALIGNMENT_MOMENTUM
+        )
+        aligned = probabilities / shares  # x (1 / classes) / shares; the constant cancels below
+        return aligned / aligned.sum(dim=1, keepdim=True)
 
     def take_pseudo_label_rate(self) -> float:
         """The share of unlabelled images whose pseudo-label counted since the last call (NaN
@@ -43,7 +76,7 @@ class ConsistencyLoss(nn.Module):
     def forward(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labelled = len(labels)
         weak, strong = outputs[labelled:].chunk(2)
-        confidence, pseudo_labels = weak.detach().softmax(dim=1).max(dim=1)
+        confidence, pseudo_labels = self.pseudo_label_probabilities(weak).max(dim=1)
         passed = confidence >= self.threshold
         self.confident += passed.sum()
         self.considered += len(passed)
@@ -90,5 +123,6 @@ def make_loss(experiment: ExperimentSettings) -> nn.Module:
             experiment.pseudo_label_threshold,
             experiment.unlabelled_weight,
             experiment.label_smoothing,
+            align_classes=NUM_CLASSES if experiment.distribution_alignment else 0,
         )
     return nn.CrossEntropyLoss(label_smoothing=experiment.label_smoothing)

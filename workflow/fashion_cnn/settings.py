@@ -60,6 +60,7 @@ class ExperimentSettings(_Settings):
     pseudo_label_threshold: float
     unlabelled_weight: float
     pseudo_labels_from: str  # model (FixMatch) or average (a mean teacher)
+    distribution_alignment: bool  # pseudo-labels aligned with the class shares (ReMixMatch)
     augmentation: str
     epochs: int
     steps_per_epoch: int  # 0: one pass over the training images
