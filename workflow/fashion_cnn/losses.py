@@ -53,7 +53,8 @@ class ConsistencyLoss(nn.Module):
             self.register_buffer("predicted_shares", uniform)
 
     def pseudo_label_probabilities(self, weak: torch.Tensor) -> torch.Tensor:
-        """The weak views' softmax, aligned with the class shares where ``align_classes``."""
+        """The weak views' softmax; with ``align_classes``, first moves the running
+        ``predicted_shares`` toward this batch's mean softmax (in place), then aligns with them."""
         probabilities = weak.detach().float().softmax(dim=1)
         if not self.aligned:
             return probabilities
