@@ -1,5 +1,5 @@
 """Page faults and step time of the engine's CPU training step with glibc's malloc defaults and
-with the engine's allocator setting (fashion_cnn.device.keep_freed_memory): the figures
+with the engine's allocator setting (fashion_cnn.training.device.keep_freed_memory): the figures
 docs/benchmarks.md quotes in "Where the CPU time went: page faults".
 
 Each setting runs in its own fresh process (the setting is process-wide and cannot be undone),
@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT / "workflow"))
 def measure(model_name: str, preset: str, batch: int, steps: int, tuned: bool) -> dict:
     import numpy as np
     import torch
-    from fashion_cnn.benchmark import engine_step
-    from fashion_cnn.device import keep_freed_memory, set_threads
+    from fashion_cnn.tools.benchmark import engine_step
+    from fashion_cnn.training.device import keep_freed_memory, set_threads
 
     setting = keep_freed_memory("auto" if tuned else "system")
     set_threads(2)
@@ -64,10 +64,10 @@ def main() -> None:
         result = measure(args.model, args.preset, args.batch, args.steps, args.child == "auto")
         print(json.dumps(result))
         return
-    from fashion_cnn.provenance import cpu_name
+    from fashion_cnn.core.provenance import cpu_name
 
     print(f"{cpu_name()}, {args.model} preset {args.preset}, batch {args.batch}, 2 threads")
-    print("system = glibc malloc defaults; auto = fashion_cnn.device.keep_freed_memory()")
+    print("system = glibc malloc defaults; auto = fashion_cnn.training.device.keep_freed_memory()")
     for pair in range(args.pairs):
         for child in ("system", "auto"):
             command = [sys.executable, __file__, *sys.argv[1:], "--child", child]

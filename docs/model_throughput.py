@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-from fashion_cnn.device import keep_freed_memory  # noqa: E402
-from fashion_cnn.models import build_model, one_pixel_convolutions_as_matmuls  # noqa: E402
+from fashion_cnn.models.architectures import build_model, one_pixel_convolutions_as_matmuls  # noqa: E402
+from fashion_cnn.training.device import keep_freed_memory  # noqa: E402
 
 CANDIDATES = [
     ("cnn_bn", {"width": 16}),

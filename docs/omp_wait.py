@@ -28,9 +28,9 @@ def child(model_name: str, width: int, batch: int, steps: int) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT / "workflow"))
-    from fashion_cnn.device import keep_freed_memory
-    from fashion_cnn.engine import train_step
-    from fashion_cnn.models import build_model, one_pixel_convolutions_as_matmuls
+    from fashion_cnn.models.architectures import build_model, one_pixel_convolutions_as_matmuls
+    from fashion_cnn.training.device import keep_freed_memory
+    from fashion_cnn.training.engine import train_step
 
     keep_freed_memory("auto")
     torch.set_num_threads(2)

@@ -15,8 +15,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 from fashion_cnn import CLASS_NAMES  # noqa: E402
-from fashion_cnn.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from fashion_cnn.data import load_prepared  # noqa: E402
+from fashion_cnn.data.dataset import load_prepared  # noqa: E402
+from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("checkpoint")

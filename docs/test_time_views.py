@@ -1,5 +1,5 @@
 """Test-time augmentation chosen on held-out images: the accuracy of one checkpoint with each
-combination of ``test_time_flip`` and ``test_time_shift`` (``fashion_cnn.evaluation.predict``,
+combination of ``test_time_flip`` and ``test_time_shift`` (``fashion_cnn.evaluation.evaluate.predict``,
 the code evaluation runs), on the LAST N training images of a run trained with
 ``validation_images: N`` (never trained on), or, once the choice is made, on the test set.
 
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-from fashion_cnn.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from fashion_cnn.data import load_prepared  # noqa: E402
-from fashion_cnn.device import keep_freed_memory  # noqa: E402
-from fashion_cnn.evaluation import accuracy_from_scores, predict  # noqa: E402
+from fashion_cnn.data.dataset import load_prepared  # noqa: E402
+from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from fashion_cnn.models.inference import accuracy_from_scores, predict  # noqa: E402
+from fashion_cnn.training.device import keep_freed_memory  # noqa: E402
 
 COMBINATIONS = [(False, 0), (True, 0), (False, 1), (True, 1), (True, 2)]
 

@@ -27,7 +27,7 @@ def debian_mirror() -> Path:
 
 
 def _raw_names() -> list[str]:
-    from fashion_cnn.data import FILES
+    from fashion_cnn.data.dataset import FILES
 
     return [item.filename for item in FILES]
 
@@ -35,7 +35,7 @@ def _raw_names() -> list[str]:
 @pytest.fixture(scope="session")
 def prepared_data(tmp_path_factory, debian_mirror) -> Path:
     """The real dataset, parsed once per session into the cached .npz every step reads."""
-    from fashion_cnn.data import prepare_dataset
+    from fashion_cnn.data.dataset import prepare_dataset
 
     path = tmp_path_factory.mktemp("data") / "fashion_mnist.npz"
     prepare_dataset(debian_mirror, path)
@@ -44,7 +44,7 @@ def prepared_data(tmp_path_factory, debian_mirror) -> Path:
 
 @pytest.fixture(scope="session")
 def arrays(prepared_data):
-    from fashion_cnn.data import load_prepared
+    from fashion_cnn.data.dataset import load_prepared
 
     return load_prepared(prepared_data)
 
@@ -53,7 +53,7 @@ def arrays(prepared_data):
 def real_checkpoint(tmp_path_factory, prepared_data) -> Path:
     """A model.pt written by train_model (the chapter's CNN, 128 real images, one epoch): the
     starting point of the hand-edited checkpoints the tests make."""
-    from fashion_cnn.engine import train_model
+    from fashion_cnn.training.engine import train_model
 
     folder = tmp_path_factory.mktemp("checkpoint")
     job = tiny_training_job(folder, prepared_data, train_subset=128, epochs=1)
@@ -73,7 +73,7 @@ def edited_checkpoint(source: Path, target: Path, edit) -> Path:
 
 def base_config() -> dict:
     """config.yaml as the workflow reads it, validated and with defaults filled."""
-    from fashion_cnn.config import read_config_file, validate_config
+    from fashion_cnn.config.validation import read_config_file, validate_config
 
     return validate_config(read_config_file(REPO / "config.yaml"))
 
@@ -127,8 +127,8 @@ def snakemake(
 
 def tiny_training_job(folder: Path, data: Path, threads: int = 1, **changes):
     """A TrainingJob for the baseline recipe on a few real images (changes override the recipe)."""
-    from fashion_cnn.engine import TrainingJob
-    from fashion_cnn.settings import EngineSettings, ExperimentSettings
+    from fashion_cnn.config.settings import EngineSettings, ExperimentSettings
+    from fashion_cnn.training.engine import TrainingJob
 
     config = base_config()
     return TrainingJob(

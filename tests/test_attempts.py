@@ -8,7 +8,7 @@ import os
 import re
 
 from conftest import REPO, cli, write_config
-from fashion_cnn.attempts import HEADER, attempts_path
+from fashion_cnn.core.attempts import HEADER, attempts_path
 
 
 def _headers(text: str) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from fashion_cnn.augment import PRESETS, Policy, _crop_boxes, affine_matrices, augment_batch
+from fashion_cnn.data.augment import PRESETS, Policy, _crop_boxes, affine_matrices, augment_batch
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
@@ -119,7 +119,7 @@ def test_random_erasing_blacks_out_one_rectangle_as_torchvision_samples_it():
     """flip_crop_erase: about half the images get one all-zero rectangle whose area and aspect
     ratio fall in RandomErasing's ranges; the distribution of erased areas matches torchvision's
     own RandomErasing on the same kind of image."""
-    from fashion_cnn.augment import erase_masks
+    from fashion_cnn.data.augment import erase_masks
 
     policy = PRESETS.get("flip_crop_erase")
     count = 4000

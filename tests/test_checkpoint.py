@@ -8,11 +8,11 @@ import pytest
 import torch
 import torchvision
 from conftest import assert_no_traceback, base_config, cli, flat
-from fashion_cnn.checkpoint import load_checkpoint, load_file, model_from_checkpoint
-from fashion_cnn.errors import UserError
-from fashion_cnn.models import build_model, resnet18_for_fashion
-from fashion_cnn.settings import ExperimentSettings
-from fashion_cnn.weights import apply_weights, fetch_imagenet_weights, initialise
+from fashion_cnn.config.settings import ExperimentSettings
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.models.architectures import build_model, resnet18_for_fashion
+from fashion_cnn.models.checkpoint import load_checkpoint, load_file, model_from_checkpoint
+from fashion_cnn.models.weights import apply_weights, fetch_imagenet_weights, initialise
 
 
 class RunsCode:
@@ -239,8 +239,8 @@ def test_resnet_weights_given_to_a_vit_are_refused(imagenet_layout_file):
 
 
 def test_the_pretrained_models_are_the_ones_the_config_allows():
-    from fashion_cnn.config import PRETRAINED_MODELS
-    from fashion_cnn.weights import PRETRAINED, imagenet_weights_url
+    from fashion_cnn.config.validation import PRETRAINED_MODELS
+    from fashion_cnn.models.weights import PRETRAINED, imagenet_weights_url
 
     assert tuple(PRETRAINED) == PRETRAINED_MODELS
     assert imagenet_weights_url("vit_b16") == (
@@ -319,7 +319,7 @@ def test_googles_own_vit_checkpoint_loads_by_its_key_names(vit_b16_layout_file, 
     """google/vit-base-patch16-224's model.safetensors, in layout (made here from torchvision's
     tensors): every encoder tensor lands where torchvision's own file puts it, and the model
     normalises its input as Google's ViT was trained ([-1, 1])."""
-    from fashion_cnn.models import model_arguments
+    from fashion_cnn.models.architectures import model_arguments
 
     _, state = vit_b16_layout_file
     path = tmp_path / "model.safetensors"
@@ -351,7 +351,7 @@ def test_googles_own_vit_checkpoint_loads_by_its_key_names(vit_b16_layout_file, 
     ids=["cut to 5 bytes", "huge header", "last tensor cut", "header not JSON"],
 )
 def test_a_damaged_safetensors_file_is_named(tmp_path, damage, expected):
-    from fashion_cnn.safetensors import read_safetensors
+    from fashion_cnn.models.safetensors import read_safetensors
 
     path = tmp_path / "model.safetensors"
     write_safetensors(path, {"vit.embeddings.cls_token": torch.ones(1, 1, 8)})
@@ -364,7 +364,7 @@ def test_a_damaged_safetensors_file_is_named(tmp_path, damage, expected):
 def test_overlapping_or_misshapen_tensors_are_refused(tmp_path):
     import json
 
-    from fashion_cnn.safetensors import read_safetensors
+    from fashion_cnn.models.safetensors import read_safetensors
 
     for header, expected in (
         ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},

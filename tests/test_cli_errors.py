@@ -9,8 +9,8 @@ import shutil
 import pytest
 import torch
 from conftest import REPO, assert_no_traceback, cli, edited_checkpoint, flat
-from fashion_cnn.data import FILES
-from fashion_cnn.models import resnet18_for_fashion
+from fashion_cnn.data.dataset import FILES
+from fashion_cnn.models.architectures import resnet18_for_fashion
 
 
 def _corrupt_checkpoint(tmp_path):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, assert_no_traceback, base_config, cli, flat, snakemake
-from fashion_cnn.config import load_schema, read_config_file, validate_config
-from fashion_cnn.errors import UserError
+from fashion_cnn.config.validation import load_schema, read_config_file, validate_config
+from fashion_cnn.core.errors import UserError
 
 
 def _raw():
@@ -211,7 +211,7 @@ def test_snakemake_stops_before_any_job_with_one_paragraph(tmp_path):
 
 
 def test_experiment_settings_hold_only_that_experiment():
-    from fashion_cnn.config import experiment_settings
+    from fashion_cnn.config.validation import experiment_settings
 
     config = base_config()
     settings = json.loads(experiment_settings(config, "cnn_small_plain"))
@@ -294,7 +294,7 @@ def test_check_config_names_the_file_with_a_yaml_syntax_error(tmp_path):
 )
 def test_every_preset_is_valid_after_config_yaml(files):
     """The presets under config/ are loaded after config.yaml, as their comments say."""
-    from fashion_cnn.config import load_config
+    from fashion_cnn.config.validation import load_config
 
     presets = [p for p in (REPO / "config").rglob("*.yaml") if p != REPO / "config" / "config.yaml"]
     assert sorted(str(p.relative_to(REPO)) for p in presets) == sorted(

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 from conftest import REPO
-from fashion_cnn.device import cgroup_cpu_limit, set_threads
+from fashion_cnn.training.device import cgroup_cpu_limit, set_threads
 
 PYTHONPATH = {"PYTHONPATH": str(REPO / "workflow")}
 
@@ -54,7 +54,7 @@ def test_more_threads_than_usable_cpus_are_not_started(monkeypatch, caplog):
     import torch
 
     before = torch.get_num_threads()
-    monkeypatch.setattr("fashion_cnn.device.usable_cpus", lambda: (1, "the affinity mask"))
+    monkeypatch.setattr("fashion_cnn.training.device.usable_cpus", lambda: (1, "the affinity mask"))
     try:
         with caplog.at_level("WARNING"):
             assert set_threads(4) == 1
@@ -70,7 +70,7 @@ def test_more_threads_than_usable_cpus_are_not_started(monkeypatch, caplog):
 def test_a_job_pinned_to_one_cpu_trains_on_one_thread():
     """The real affinity mask, set by taskset as SLURM's cpuset would."""
     code = (
-        "import torch; from fashion_cnn.device import set_threads, usable_cpus; "
+        "import torch; from fashion_cnn.training.device import set_threads, usable_cpus; "
         "print(usable_cpus()[0], set_threads(8), torch.get_num_threads())"
     )
     result = subprocess.run(
@@ -89,8 +89,8 @@ def test_a_job_pinned_to_one_cpu_trains_on_one_thread():
 # does with ~400 faults, is not what "every step" means).
 FAULTS_PER_STEP = """
 import resource, sys, torch
-from fashion_cnn.device import keep_freed_memory
-from fashion_cnn.models import build_model
+from fashion_cnn.training.device import keep_freed_memory
+from fashion_cnn.models.architectures import build_model
 done = keep_freed_memory(sys.argv[1])
 torch.set_num_threads(1)
 torch.manual_seed(0)

@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 from conftest import assert_no_traceback, cli, flat, link_raw_data, snakemake, write_config
 from fashion_cnn import CLASS_NAMES
-from fashion_cnn.data import FILES, download_dataset, load_prepared, parse_idx, prepare_dataset
-from fashion_cnn.errors import UserError
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.data.dataset import (
+    FILES,
+    download_dataset,
+    load_prepared,
+    parse_idx,
+    prepare_dataset,
+)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

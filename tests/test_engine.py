@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, cli, flat, tiny_training_job
-from fashion_cnn.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint
-from fashion_cnn.config import default_engine_settings
-from fashion_cnn.device import Switches, resolve_device
-from fashion_cnn.engine import _stop_if_diverged, train_model, train_step
-from fashion_cnn.errors import UserError
-from fashion_cnn.evaluation import predict
-from fashion_cnn.models import ChapterCNN
+from fashion_cnn.config.validation import default_engine_settings
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.models.architectures import ChapterCNN
+from fashion_cnn.models.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint
+from fashion_cnn.models.inference import predict
+from fashion_cnn.training.device import Switches, resolve_device
+from fashion_cnn.training.engine import _stop_if_diverged, train_model, train_step
 
 # 2,048 real images, 6 epochs of 32 steps: long enough to interrupt, short enough for CI.
 RESUME_OVERRIDE = {
@@ -78,7 +78,7 @@ def test_engine_switch_defaults_are_the_measured_ones(monkeypatch):
     switches = Switches.resolve(automatic, cpu)
     assert (switches.channels_last, switches.bf16, switches.compile) == (True, False, False)
     assert switches.cuda_graph is False
-    monkeypatch.setattr("fashion_cnn.device.cpu_flags", lambda: {"avx2", "amx_bf16"})
+    monkeypatch.setattr("fashion_cnn.training.device.cpu_flags", lambda: {"avx2", "amx_bf16"})
     chosen = automatic.replace(channels_last=False, precision="bf16", compile=True)
     switches = Switches.resolve(chosen, cpu)
     assert (switches.channels_last, switches.bf16, switches.compile) == (False, True, True)
@@ -89,12 +89,12 @@ def test_engine_switch_defaults_are_the_measured_ones(monkeypatch):
 def test_bf16_on_a_cpu_without_native_bf16_trains_in_fp32_and_says_so(monkeypatch, caplog):
     """Emulated bf16 ran cnn_fast at 55 images/s against 622 in fp32 on an AVX2 EPYC."""
     cpu = torch.device("cpu")
-    monkeypatch.setattr("fashion_cnn.device.cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr("fashion_cnn.training.device.cpu_flags", lambda: {"avx2", "fma"})
     with caplog.at_level("WARNING"):
         switches = Switches.resolve(default_engine_settings(), cpu, precision="bf16")
     assert switches.bf16 is False
     assert "no native bf16" in caplog.text and "trains in fp32" in caplog.text
-    monkeypatch.setattr("fashion_cnn.device.cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr("fashion_cnn.training.device.cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     assert Switches.resolve(default_engine_settings(), cpu, precision="bf16").bf16 is True
 
 
@@ -322,9 +322,11 @@ def test_train_command_reports_a_missing_dataset(tmp_path):
 
 def test_the_divergence_message_names_bf16_when_it_is_on(tmp_path, prepared_data, monkeypatch):
     """The guard itself, on a NaN running loss: with bf16 autocast on, precision is named too."""
-    from fashion_cnn.engine import start_run
+    from fashion_cnn.training.engine import start_run
 
-    monkeypatch.setattr("fashion_cnn.device.cpu_flags", lambda: {"amx_bf16"})  # bf16 stays on
+    monkeypatch.setattr(
+        "fashion_cnn.training.device.cpu_flags", lambda: {"amx_bf16"}
+    )  # bf16 stays on
     job = tiny_training_job(tmp_path, prepared_data, precision="bf16", train_subset=64)
     run = start_run(job)
     assert run.switches.bf16
@@ -339,11 +341,11 @@ def test_the_divergence_message_names_bf16_when_it_is_on(tmp_path, prepared_data
 def test_a_long_epoch_logs_its_progress(tmp_path, prepared_data, monkeypatch, caplog):
     """An epoch longer than PROGRESS_SECONDS says where it is, how fast and how long is left
     (issue 13: a six-minute epoch on an AVX2 CPU printed nothing)."""
-    from fashion_cnn import engine
+    from fashion_cnn.training import engine
 
     monkeypatch.setattr(engine, "PROGRESS_SECONDS", 0.0)
     job = tiny_training_job(tmp_path, prepared_data, train_subset=256, epochs=2, batch_size=64)
-    with caplog.at_level("INFO", logger="fashion_cnn.engine"):
+    with caplog.at_level("INFO", logger="fashion_cnn.training.engine"):
         train_model(job)
     lines = [r.getMessage() for r in caplog.records if ": step " in r.getMessage()]
     assert len(lines) == 8  # every step of 2 epochs of 4 steps
@@ -361,7 +363,7 @@ def test_a_long_epoch_logs_its_progress(tmp_path, prepared_data, monkeypatch, ca
 def test_validation_images_are_the_last_ones_and_never_trained_on(tmp_path, prepared_data, arrays):
     """The first 60,000 - N training images train, the last N validate; the test set is not
     touched. The source the loop draws batches from holds exactly the training part."""
-    from fashion_cnn.engine import start_run
+    from fashion_cnn.training.engine import start_run
 
     job = tiny_training_job(tmp_path, prepared_data, train_subset=0, validation_images=5000)
     run = start_run(job)
@@ -373,8 +375,8 @@ def test_validation_images_are_the_last_ones_and_never_trained_on(tmp_path, prep
 
 
 def test_validation_is_recorded_every_epoch_and_plotted(tmp_path, prepared_data, arrays):
-    from fashion_cnn.evaluation import accuracy_from_scores
-    from fashion_cnn.plots import plot_history, read_history
+    from fashion_cnn.evaluation.plots import plot_history, read_history
+    from fashion_cnn.models.inference import accuracy_from_scores
 
     job = tiny_training_job(
         tmp_path, prepared_data, train_subset=512, validation_images=2000, epochs=2, dropout=0.5
@@ -428,7 +430,7 @@ def test_the_weights_average_is_delivered_and_leaves_training_alone(tmp_path, pr
 def test_the_warmed_up_average_follows_the_first_steps_then_decays_at_ema_decay():
     """ema_warmup: the n-th update after the first (a copy) uses the decay
     min(ema_decay, (1 + n) / (10 + n)), for weights and BatchNorm statistics alike."""
-    from fashion_cnn.engine import moving_average
+    from fashion_cnn.training.engine import moving_average
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
@@ -483,7 +485,7 @@ def test_a_run_with_weight_averaging_resumes_exactly(
     """Stopped after epoch 1 and resumed, a run ends bit-identical to one that never stopped:
     the weights, their average and (fixmatch_aligned) distribution alignment's running class
     shares all come back from the training state."""
-    import fashion_cnn.engine as engine
+    import fashion_cnn.training.engine as engine
 
     changes = {
         "train_subset": 256,
@@ -527,7 +529,7 @@ def test_vit_b16_trains_through_the_loop_from_the_offline_fallback(tmp_path, pre
     internet), the run goes on from random init, flagged, at 32x32 (position embeddings for 2x2
     patches); the checkpoint rebuilds the model. (Not in the tiny workflow: evaluating an 86M
     parameter model on the 10,000 test images costs minutes on 2 cores.)"""
-    from fashion_cnn.weights import fetch_imagenet_weights
+    from fashion_cnn.models.weights import fetch_imagenet_weights
 
     status = tmp_path / "vit_b16_imagenet.json"
     fetch_imagenet_weights(tmp_path / "weights", status, False, model="vit_b16")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from fashion_cnn.batches import to_float_batch
-from fashion_cnn.evaluation import predict, prediction_views, shifted
-from fashion_cnn.models import ChapterCNN
+from fashion_cnn.data.augment import to_float_batch
+from fashion_cnn.models.architectures import ChapterCNN
+from fashion_cnn.models.inference import predict, prediction_views, shifted
 
 
 def test_a_shifted_view_moves_the_picture_and_fills_the_edge_with_black(arrays):

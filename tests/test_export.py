@@ -10,10 +10,10 @@ import onnxruntime as ort
 import pytest
 import torch
 from conftest import base_config, tiny_training_job
-from fashion_cnn.batches import to_float_batch
-from fashion_cnn.checkpoint import load_checkpoint, model_from_checkpoint
-from fashion_cnn.engine import train_model
-from fashion_cnn.export import export_onnx
+from fashion_cnn.data.augment import to_float_batch
+from fashion_cnn.evaluation.export import export_onnx
+from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint
+from fashion_cnn.training.engine import train_model
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["logits", "chapter softmax"])

@@ -19,9 +19,9 @@ import numpy as np
 import onnx
 import pytest
 from conftest import CONFIGS, REPO, assert_no_traceback, cli, flat, snakemake_argv
-from fashion_cnn.checkpoint import load_checkpoint
-from fashion_cnn.config import visible_gpus
-from fashion_cnn.evaluation import evaluate_model
+from fashion_cnn.config.validation import visible_gpus
+from fashion_cnn.evaluation.evaluate import evaluate_model
+from fashion_cnn.models.checkpoint import load_checkpoint
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO, assert_no_traceback, flat, snakemake_argv, write_config
-from fashion_cnn.device import claim_gpu, nvidia_driver_version, require_gpu
-from fashion_cnn.errors import UserError
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.training.device import claim_gpu, nvidia_driver_version, require_gpu
 
 OLD_DRIVER = (
     "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n"
@@ -56,7 +56,7 @@ def test_a_gpu_given_and_not_found_names_driver_and_cuda(tmp_path):
 CLAIM = """
 import sys, time
 from pathlib import Path
-from fashion_cnn.device import claim_gpu
+from fashion_cnn.training.device import claim_gpu
 print(claim_gpu(int(sys.argv[1]), Path(sys.argv[2])), flush=True)
 time.sleep(float(sys.argv[3]))
 """

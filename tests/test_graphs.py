@@ -1,4 +1,4 @@
-"""The training step as one CUDA graph (fashion_cnn.graphs, engine.cuda_graph).
+"""The training step as one CUDA graph (fashion_cnn.training.graphs, engine.cuda_graph).
 
 The graph itself needs a CUDA GPU: those tests are skipped on CPU machines (CI has none) and run
 in the prepared GPU session (docs/gpu_session.sh), where they compare the replayed step with the
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import flat
-from fashion_cnn.config import default_engine_settings
-from fashion_cnn.device import Switches
-from fashion_cnn.errors import UserError
-from fashion_cnn.graphs import GraphedStep, unsupported
-from fashion_cnn.models import ChapterCNN
+from fashion_cnn.config.validation import default_engine_settings
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.models.architectures import ChapterCNN
+from fashion_cnn.training.device import Switches
+from fashion_cnn.training.graphs import GraphedStep, unsupported
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -42,7 +42,7 @@ def test_auto_uses_no_graph_on_a_cpu_and_asking_for_one_there_is_a_clear_error()
 def test_a_recipe_a_graph_cannot_hold_is_refused_by_name(monkeypatch):
     """The decision does not need a GPU: pretend one is there."""
     cuda = torch.device("cuda")
-    monkeypatch.setattr("fashion_cnn.device.native_bf16", lambda device: True)
+    monkeypatch.setattr("fashion_cnn.training.device.native_bf16", lambda device: True)
     engine = default_engine_settings()
     assert Switches.resolve(engine, cuda).cuda_graph is True
     assert Switches.resolve(engine, cuda, optimizer="sgd").cuda_graph is False
@@ -108,7 +108,7 @@ def test_the_replayed_step_trains_like_the_eager_step(arrays, schedule, monkeypa
 @needs_cuda
 def test_training_through_the_engine_with_a_graph(tmp_path, prepared_data, caplog):
     from conftest import tiny_training_job
-    from fashion_cnn.engine import train_model
+    from fashion_cnn.training.engine import train_model
 
     job = tiny_training_job(tmp_path, prepared_data, train_subset=500, epochs=2)
     job.engine = job.engine.replace(device="cuda", cuda_graph=True)
@@ -122,7 +122,7 @@ def test_training_through_the_engine_with_a_graph(tmp_path, prepared_data, caplo
 def test_a_saved_learning_rate_is_resumed_as_the_kind_this_run_steps():
     """A state saved by a CUDA-graph run holds its lr as a tensor; a CPU run resuming it needs
     a number (Adam's foreach step refuses a tensor lr), and the other way round."""
-    from fashion_cnn.optim import set_learning_rate_kind
+    from fashion_cnn.training.optim import set_learning_rate_kind
 
     model = ChapterCNN()
     saved = torch.optim.Adam(model.parameters(), lr=torch.tensor(2e-3))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fashion_cnn.models import (
+from fashion_cnn.models.architectures import (
     BatchNormCNN,
     ChapterCNN,
     build_model,
@@ -90,7 +90,7 @@ def test_summary_table_lists_layers_like_torchsummary():
 def test_a_one_pixel_convolution_is_computed_as_a_matmul_with_the_same_result(
     channels, out_channels, stride, size
 ):
-    from fashion_cnn.models import OnePixelConv2d
+    from fashion_cnn.models.architectures import OnePixelConv2d
 
     torch.manual_seed(0)
     plain = nn.Conv2d(channels, out_channels, 3, stride=stride, padding=1, bias=False)
@@ -115,7 +115,7 @@ def test_resnet18_with_matmul_convolutions_trains_like_the_plain_one(arrays):
     """The engine's CPU model: the same loss and gradients on real images, state_dict unchanged."""
     import copy
 
-    from fashion_cnn.models import OnePixelConv2d, one_pixel_convolutions_as_matmuls
+    from fashion_cnn.models.architectures import OnePixelConv2d, one_pixel_convolutions_as_matmuls
 
     torch.manual_seed(0)
     plain = build_model("resnet18", {"output_softmax": False}).train()
@@ -224,8 +224,8 @@ def test_every_experiment_of_the_config_builds_its_model_with_its_arguments():
     ...): ten outputs per image at the size the experiment feeds it. The two frontier recipes'
     sizes are the ones docs/benchmarks.md names (926,578 and 1,645,546 parameters)."""
     from conftest import base_config
-    from fashion_cnn.models import model_arguments
-    from fashion_cnn.settings import ExperimentSettings
+    from fashion_cnn.config.settings import ExperimentSettings
+    from fashion_cnn.models.architectures import model_arguments
 
     experiments = base_config()["experiments"]
     counts = {}

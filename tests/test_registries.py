@@ -3,18 +3,16 @@ knows is a user error naming the known ones (before, an unknown optimizer became
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from conftest import base_config
-from fashion_cnn.augment import PRESETS, Policy, get_policy
-from fashion_cnn.config import schema_at
-from fashion_cnn.errors import UserError
-from fashion_cnn.models import MODELS, ChapterCNN, build_model
-from fashion_cnn.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_scheduler
-from fashion_cnn.registry import Registry
-from fashion_cnn.settings import ExperimentSettings
+from fashion_cnn.config.settings import ExperimentSettings
+from fashion_cnn.config.validation import schema_at
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.core.registry import Registry
+from fashion_cnn.data.augment import PRESETS, Policy, get_policy
+from fashion_cnn.models.architectures import MODELS, ChapterCNN, build_model
+from fashion_cnn.training.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_scheduler
 from torch import nn
 
 REGISTRIES = {"model": MODELS, "augmentation": PRESETS, "optimizer": OPTIMIZERS}
@@ -34,15 +32,17 @@ def test_the_schema_enum_is_the_registry(key):
 
 def test_a_new_registered_name_reaches_the_schema_without_touching_it(tmp_path, monkeypatch):
     """Adding a model is one module and its test: the schema's enum follows the source."""
-    from fashion_cnn import config
+    from fashion_cnn.config import validation as config
 
-    source = (Path(config.__file__).parent / "models.py").read_text()
+    source = (config.PACKAGE / "models" / "architectures.py").read_text()
     extra = (
         source + '\n\n@MODELS.register("tiny_mlp")\ndef tiny_mlp(output_softmax=False):\n    pass\n'
     )
-    (tmp_path / "models.py").write_text(extra)
-    monkeypatch.setattr(config, "__file__", str(tmp_path / "config.py"))
-    assert config.registered_names("models.py", "MODELS") == [*MODELS.names(), "tiny_mlp"]
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "architectures.py").write_text(extra)
+    monkeypatch.setattr(config, "PACKAGE", tmp_path)
+    names = config.registered_names("models/architectures.py", "MODELS")
+    assert names == [*MODELS.names(), "tiny_mlp"]
 
 
 def _experiment(**changes) -> ExperimentSettings:

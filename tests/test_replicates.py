@@ -7,7 +7,7 @@ import re
 
 import pytest
 from conftest import base_config, snakemake, write_config
-from fashion_cnn.config import experiment_settings
+from fashion_cnn.config.validation import experiment_settings
 
 
 def job_counts(output: str) -> dict[str, int]:

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_training_job
-from fashion_cnn.augment import get_policy
-from fashion_cnn.batches import SemiSupervisedBatches
-from fashion_cnn.checkpoint import load_checkpoint
-from fashion_cnn.engine import start_run, train_model
-from fashion_cnn.losses import ConsistencyLoss, WeakViewsWithoutGradients
-from fashion_cnn.models import build_model
-from fashion_cnn.plots import plot_history
+from fashion_cnn.data.augment import get_policy
+from fashion_cnn.evaluation.plots import plot_history
+from fashion_cnn.models.architectures import build_model
+from fashion_cnn.models.checkpoint import load_checkpoint
+from fashion_cnn.training.batches import SemiSupervisedBatches
+from fashion_cnn.training.engine import start_run, train_model
+from fashion_cnn.training.losses import ConsistencyLoss, WeakViewsWithoutGradients
 
 SEMI = {
     "model": "cnn_bn",
@@ -202,7 +202,7 @@ def test_the_unlabelled_images_labels_never_reach_training(
     scrambled. The weights must be bit-identical: those labels never reached the loss (with
     pseudo-labels from the model, from its moving average, and aligned with the class shares,
     whose running estimate is made from the predictions alone)."""
-    import fashion_cnn.data as data
+    import fashion_cnn.data.dataset as data
 
     real = data.load_prepared
 
@@ -288,8 +288,8 @@ def test_the_history_records_each_epochs_share_of_pseudo_labels_that_passed(
 )
 def test_impossible_splits_are_config_errors(changes, expected):
     from conftest import base_config
-    from fashion_cnn.config import validate_config
-    from fashion_cnn.errors import UserError
+    from fashion_cnn.config.validation import validate_config
+    from fashion_cnn.core.errors import UserError
 
     config = base_config()
     config["experiments"]["cnn_baseline"].update(changes)
@@ -324,7 +324,7 @@ def test_both_views_come_from_the_same_unlabelled_images(arrays):
 def test_unlabelled_images_with_the_chapters_dataloader_pipeline_are_a_clear_error(
     tmp_path, prepared_data, changes, what
 ):
-    from fashion_cnn.errors import UserError
+    from fashion_cnn.core.errors import UserError
 
     job = tiny_training_job(tmp_path, prepared_data, **changes)
     job.engine = job.engine.replace(data_pipeline="dataloader")

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 from conftest import base_config
-from fashion_cnn.config import schema_at
-from fashion_cnn.settings import EngineSettings, ExperimentSettings
+from fashion_cnn.config.settings import EngineSettings, ExperimentSettings
+from fashion_cnn.config.validation import schema_at
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from fashion_cnn.comparisons import compare
-from fashion_cnn.errors import UserError
-from fashion_cnn.replicates import aggregate_metrics
-from fashion_cnn.stats import describe, percent_with_spread
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.results.comparisons import compare
+from fashion_cnn.results.replicates import aggregate_metrics
+from fashion_cnn.results.stats import describe, percent_with_spread
 
 
 def test_mean_std_and_t_interval_of_four_values():

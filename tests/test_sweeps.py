@@ -11,10 +11,11 @@ import re
 
 import pytest
 from conftest import assert_no_traceback, base_config, flat, snakemake, write_config
-from fashion_cnn.config import experiment_settings, validate_config
-from fashion_cnn.errors import UserError
-from fashion_cnn.stats import describe
-from fashion_cnn.sweeps import all_runs, format_value, point_folder, summarize_sweep, sweep_points
+from fashion_cnn.config.sweeps import all_runs, format_value, point_folder, sweep_points
+from fashion_cnn.config.validation import experiment_settings, validate_config
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.results.stats import describe
+from fashion_cnn.results.sweeps import summarize_sweep
 from scipy import stats
 from test_replicates import job_counts
 
@@ -233,7 +234,7 @@ def test_the_table_marks_the_best_and_tests_each_point_against_it(tmp_path):
     config = with_sweep(
         {"experiment": "cnn_baseline", "grid": {"learning_rate": [3.0e-4, 1.0e-3, 3.0e-3]}}
     )
-    from fashion_cnn.sweeps import sweep_definition
+    from fashion_cnn.config.sweeps import sweep_definition
 
     definition = sweep_definition(config, "lr_batch")
     paths = []
@@ -269,7 +270,7 @@ def test_the_table_marks_the_best_and_tests_each_point_against_it(tmp_path):
 
 def test_a_stale_point_is_refused(tmp_path):
     config = with_sweep({"experiment": "cnn_baseline", "grid": {"epochs": [1, 2]}})
-    from fashion_cnn.sweeps import sweep_definition
+    from fashion_cnn.config.sweeps import sweep_definition
 
     definition = sweep_definition(config, "lr_batch")
     paths = []

@@ -1,4 +1,4 @@
-"""engine.shared_cores: adapt (fashion_cnn.threads): the thread count chosen while training.
+"""engine.shared_cores: adapt (fashion_cnn.training.threads): the thread count chosen while training.
 
 The choice is driven by measured images/s, which on a real machine depend on what its neighbours
 do; these tests give the tuner a simulated machine instead (a clock that advances by each step's
@@ -15,10 +15,10 @@ import dataclasses
 import pytest
 import torch
 from conftest import tiny_training_job
-from fashion_cnn import threads as threads_module
-from fashion_cnn.device import usable_cpus
-from fashion_cnn.engine import train_model
-from fashion_cnn.threads import MOST_PATIENCE, ThreadTuner
+from fashion_cnn.training import threads as threads_module
+from fashion_cnn.training.device import usable_cpus
+from fashion_cnn.training.engine import train_model
+from fashion_cnn.training.threads import MOST_PATIENCE, ThreadTuner
 
 BATCH = 64
 
@@ -162,7 +162,7 @@ def test_the_engine_adapts_its_real_threads_and_says_so(
     )
     job = tiny_training_job(tmp_path, prepared_data, threads=2, train_subset=640, epochs=2)
     adapt = dataclasses.replace(job, engine=job.engine.replace(shared_cores="adapt"))
-    with caplog.at_level("INFO", logger="fashion_cnn.engine"):
+    with caplog.at_level("INFO", logger="fashion_cnn.training.engine"):
         train_model(adapt)
     assert 1 in seen  # one thread was tried
     assert torch.get_num_threads() in (1, 2)
@@ -172,7 +172,7 @@ def test_the_engine_adapts_its_real_threads_and_says_so(
     caplog.clear()
     (tmp_path / "keep").mkdir()
     keep = tiny_training_job(tmp_path / "keep", prepared_data, threads=2, train_subset=640)
-    with caplog.at_level("INFO", logger="fashion_cnn.engine"):
+    with caplog.at_level("INFO", logger="fashion_cnn.training.engine"):
         train_model(keep)
     assert torch.get_num_threads() == 2
     assert not any("shared_cores" in r.getMessage() for r in caplog.records)

@@ -18,7 +18,7 @@ import onnx
 import pytest
 import yaml
 from conftest import CONFIGS, REPO, snakemake
-from fashion_cnn.checkpoint import load_checkpoint
+from fashion_cnn.models.checkpoint import load_checkpoint
 from PIL import Image
 
 pytestmark = pytest.mark.workflow

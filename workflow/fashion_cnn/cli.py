@@ -13,10 +13,10 @@ import logging
 import sys
 from pathlib import Path
 
-from fashion_cnn.attempts import attempts_path, finish_attempt, start_attempt
-from fashion_cnn.benchmark import add_arguments as add_benchmark_arguments
-from fashion_cnn.config import PRETRAINED_MODELS, argument_type, schema_at
-from fashion_cnn.errors import TrainingInterrupted, UserError
+from fashion_cnn.config.validation import PRETRAINED_MODELS, argument_type, schema_at
+from fashion_cnn.core.attempts import attempts_path, finish_attempt, start_attempt
+from fashion_cnn.core.errors import TrainingInterrupted, UserError
+from fashion_cnn.tools.benchmark import add_arguments as add_benchmark_arguments
 
 log = logging.getLogger("fashion_cnn")
 
@@ -42,7 +42,7 @@ class Parser(argparse.ArgumentParser):
 
 def setup_logging(log_path: str | None) -> None:
     """Everything into the rule's log file, under this attempt's header (earlier unfinished
-    attempts above it: fashion_cnn/attempts.py); warnings and errors also on stderr."""
+    attempts above it: fashion_cnn/core/attempts.py); warnings and errors also on stderr."""
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(logging.INFO)
@@ -63,13 +63,13 @@ def setup_logging(log_path: str | None) -> None:
 
 
 def _config(args) -> dict:
-    from fashion_cnn.config import load_config
+    from fashion_cnn.config.validation import load_config
 
     return load_config(args.configfile or [], args.config_json or [])
 
 
 def _experiment(args) -> tuple[dict, dict]:
-    from fashion_cnn.config import get_experiment
+    from fashion_cnn.config.validation import get_experiment
 
     config = _config(args)
     return config, get_experiment(config, args.experiment)
@@ -86,20 +86,20 @@ def cmd_check_config(args) -> None:
 
 
 def cmd_download_data(args) -> None:
-    from fashion_cnn.data import download_dataset
+    from fashion_cnn.data.dataset import download_dataset
 
     download_dataset(args.mirror, Path(args.folder), args.timeout)
 
 
 def cmd_prepare_data(args) -> None:
-    from fashion_cnn.data import prepare_dataset
+    from fashion_cnn.data.dataset import prepare_dataset
 
     prepare_dataset(Path(args.raw_folder), Path(args.output))
 
 
 def cmd_plot_samples(args) -> None:
-    from fashion_cnn.data import load_prepared
-    from fashion_cnn.plots import plot_samples
+    from fashion_cnn.data.dataset import load_prepared
+    from fashion_cnn.evaluation.plots import plot_samples
 
     arrays = load_prepared(args.data)
     plot_samples(
@@ -108,15 +108,15 @@ def cmd_plot_samples(args) -> None:
 
 
 def cmd_plot_augmentations(args) -> None:
-    from fashion_cnn.data import load_prepared
-    from fashion_cnn.plots import plot_augmentations
+    from fashion_cnn.data.dataset import load_prepared
+    from fashion_cnn.evaluation.plots import plot_augmentations
 
     arrays = load_prepared(args.data)
     plot_augmentations(arrays["train_images"], Path(args.output_folder), args.seed)
 
 
 def cmd_fetch_weights(args) -> None:
-    from fashion_cnn.weights import fetch_imagenet_weights
+    from fashion_cnn.models.weights import fetch_imagenet_weights
 
     fetch_imagenet_weights(Path(args.folder), Path(args.status), args.strict, args.model)
 
@@ -125,8 +125,8 @@ def _take_gpu(args, device: str) -> None:
     """A job its scheduler gave a GPU: its own device among several, and none is an error."""
     if not args.expect_gpu:
         return
-    from fashion_cnn.config import visible_gpus
-    from fashion_cnn.device import claim_gpu, require_gpu
+    from fashion_cnn.config.validation import visible_gpus
+    from fashion_cnn.training.device import claim_gpu, require_gpu
 
     if device in ("auto", "cuda"):
         claim_gpu(visible_gpus() or 0)
@@ -134,8 +134,8 @@ def _take_gpu(args, device: str) -> None:
 
 
 def cmd_train_model(args) -> None:
-    from fashion_cnn.engine import TrainingJob, train_model
-    from fashion_cnn.settings import EngineSettings, ExperimentSettings
+    from fashion_cnn.config.settings import EngineSettings, ExperimentSettings
+    from fashion_cnn.training.engine import TrainingJob, train_model
 
     config, experiment = _experiment(args)
     _take_gpu(args, config["engine"]["device"])
@@ -157,8 +157,8 @@ def cmd_train_model(args) -> None:
 def cmd_evaluate_model(args) -> None:
     import numpy as np
 
-    from fashion_cnn.evaluation import evaluate_model
-    from fashion_cnn.plots import plot_confusion_matrix
+    from fashion_cnn.evaluation.evaluate import evaluate_model
+    from fashion_cnn.evaluation.plots import plot_confusion_matrix
 
     metrics = evaluate_model(
         Path(args.checkpoint),
@@ -178,21 +178,21 @@ def cmd_evaluate_model(args) -> None:
 
 
 def cmd_plot_filters(args) -> None:
-    from fashion_cnn.checkpoint import load_checkpoint, model_from_checkpoint
-    from fashion_cnn.plots import plot_filters
+    from fashion_cnn.evaluation.plots import plot_filters
+    from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint
 
     model = model_from_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint)
     plot_filters(model, Path(args.chapter_figure), Path(args.layers_figure))
 
 
 def cmd_plot_history(args) -> None:
-    from fashion_cnn.plots import plot_history
+    from fashion_cnn.evaluation.plots import plot_history
 
     plot_history([Path(path) for path in args.history], Path(args.output), args.title)
 
 
 def cmd_aggregate_seeds(args) -> None:
-    from fashion_cnn.replicates import aggregate_seeds
+    from fashion_cnn.results.replicates import aggregate_seeds
 
     if len(args.metrics) != len(args.histories):
         raise UserError(
@@ -214,7 +214,7 @@ def cmd_aggregate_seeds(args) -> None:
 
 
 def cmd_export_onnx(args) -> None:
-    from fashion_cnn.export import export_onnx
+    from fashion_cnn.evaluation.export import export_onnx
 
     config = _config(args)
     _take_gpu(args, config["engine"]["device"])
@@ -229,8 +229,8 @@ def cmd_export_onnx(args) -> None:
 
 
 def cmd_compare_experiments(args) -> None:
-    from fashion_cnn.comparisons import write_comparisons
-    from fashion_cnn.files import read_json
+    from fashion_cnn.core.files import read_json
+    from fashion_cnn.results.comparisons import write_comparisons
 
     paths = {read_json(path)["experiment"]: Path(path) for path in args.metrics}
     for pair in args.pair:
@@ -248,7 +248,7 @@ def cmd_compare_experiments(args) -> None:
 
 
 def cmd_summarize_sweep(args) -> None:
-    from fashion_cnn.sweeps import summarize_sweep
+    from fashion_cnn.results.sweeps import summarize_sweep
 
     try:
         definition = json.loads(args.definition)
@@ -269,7 +269,7 @@ def cmd_summarize_sweep(args) -> None:
 
 
 def cmd_summarize(args) -> None:
-    from fashion_cnn.summary import write_summary
+    from fashion_cnn.results.summary import write_summary
 
     if len(args.metrics) != len(args.onnx_reports):
         raise UserError(
@@ -281,7 +281,7 @@ def cmd_summarize(args) -> None:
 
 
 def cmd_benchmark(args) -> None:
-    from fashion_cnn.benchmark import run_benchmark
+    from fashion_cnn.tools.benchmark import run_benchmark
 
     run_benchmark(args)
 

@@ -20,7 +20,7 @@ except TypeError:  # a module from a remote source (github(...)): no local files
     )
 sys.path.insert(0, str(WORKFLOW_FOLDER))
 
-from fashion_cnn.config import (  # noqa: E402
+from fashion_cnn.config.validation import (  # noqa: E402
     PRETRAINED_MODELS,
     check_container_image,
     check_gpu_for_local_jobs,
@@ -28,10 +28,10 @@ from fashion_cnn.config import (  # noqa: E402
     validate_config,
     visible_gpus,
 )
-from fashion_cnn.errors import UserError  # noqa: E402
-from fashion_cnn.stats import percent_with_spread  # noqa: E402
-from fashion_cnn.data import FILES as RAW_FILES  # noqa: E402
-from fashion_cnn.sweeps import all_runs, sweep_definition  # noqa: E402
+from fashion_cnn.core.errors import UserError  # noqa: E402
+from fashion_cnn.results.stats import percent_with_spread  # noqa: E402
+from fashion_cnn.data.dataset import FILES as RAW_FILES  # noqa: E402
+from fashion_cnn.config.sweeps import all_runs, sweep_definition  # noqa: E402
 
 try:
     validate_config(config)
@@ -114,7 +114,7 @@ shell.prefix(f"set -euo pipefail; {USE_THIS_PYTHON}export PYTHONPATH={PYTHON_PAT
 # GPUs. Training and export ask for one (resources: gpu) unless engine.device is cpu: on a
 # cluster SLURM gets the request (--gpus=1; profiles/slurm for sites that want gres). On this
 # machine, GPUs are a resource Snakemake counts: at most one such job per GPU (--resources gpu=N
-# overrides the count), each on a GPU of its own (fashion_cnn.device.claim_gpu); without a GPU
+# overrides the count), each on a GPU of its own (fashion_cnn.training.device.claim_gpu); without a GPU
 # here they ask for none. A job given a GPU that finds none stops at once (--expect-gpu).
 GPU_REQUEST = 0 if config["engine"]["device"] == "cpu" else 1
 # Jobs run on this machine: the executor is chosen after the Snakefile is read, but as Snakemake's
@@ -175,7 +175,7 @@ def get_seed_files(filename):
 
 def get_representative_file(filename):
     """Input function: ``filename`` of the representative seed, the first listed (chosen before
-    any result is known: see fashion_cnn/replicates.py)."""
+    any result is known: see fashion_cnn/results/replicates.py)."""
 
     def file(wildcards):
         return experiment_path(

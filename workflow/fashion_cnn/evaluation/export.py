@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fashion_cnn import provenance
-from fashion_cnn.batches import to_float_batch
-from fashion_cnn.checkpoint import load_checkpoint, model_from_checkpoint
-from fashion_cnn.data import load_prepared
-from fashion_cnn.device import set_threads
-from fashion_cnn.errors import UserError
-from fashion_cnn.files import atomic_path, write_json
+from fashion_cnn.core import provenance
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.core.files import atomic_path, write_json
+from fashion_cnn.data.augment import to_float_batch
+from fashion_cnn.data.dataset import load_prepared
+from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint
+from fashion_cnn.training.device import set_threads
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from fashion_cnn.errors import UserError
+from fashion_cnn.core.errors import UserError
 
 T = TypeVar("T")
 

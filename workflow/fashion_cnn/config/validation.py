@@ -23,17 +23,18 @@ from typing import Any
 import jsonschema
 import yaml
 
-from fashion_cnn.errors import UserError
-from fashion_cnn.settings import EngineSettings, unlabelled_count
-from fashion_cnn.sweeps import (
+from fashion_cnn.config.settings import EngineSettings, unlabelled_count
+from fashion_cnn.config.sweeps import (
     NOT_SWEPT,
     SWEEPS_FOLDER,
     RunSpec,
     point_settings,
     sweep_points,
 )
+from fashion_cnn.core.errors import UserError
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+PACKAGE = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = PACKAGE.parent / "schemas" / "config.schema.yaml"
 FIX = "Fix it in config.yaml (or in the --config/--configfile override that sets it)."
 
 
@@ -41,11 +42,11 @@ FIX = "Fix it in config.yaml (or in the --config/--configfile override that sets
 # registry's names, read from the module's source, so adding a model, preset, optimizer or
 # schedule touches its own module only (and this module stays torch-free: Snakemake imports it).
 REGISTRY_ENUMS = {
-    "model": ("models.py", "MODELS"),
-    "augmentation": ("augment.py", "PRESETS"),
-    "strong_augmentation": ("augment.py", "PRESETS"),
-    "optimizer": ("optim.py", "OPTIMIZERS"),
-    "lr_schedule": ("optim.py", "SCHEDULES"),
+    "model": ("models/architectures.py", "MODELS"),
+    "augmentation": ("data/augment.py", "PRESETS"),
+    "strong_augmentation": ("data/augment.py", "PRESETS"),
+    "optimizer": ("training/optim.py", "OPTIMIZERS"),
+    "lr_schedule": ("training/optim.py", "SCHEDULES"),
 }
 
 
@@ -53,7 +54,7 @@ def registered_names(module: str, registry: str) -> list[str]:
     """The names ``module`` registers in ``registry`` (``@MODELS.register("cnn")``,
     ``PRESETS.add("none", ...)``), in source order, which is registration order.
     tests/test_registries.py holds this equal to the imported registry's names."""
-    tree = ast.parse((Path(__file__).resolve().parent / module).read_text())
+    tree = ast.parse((PACKAGE / module).read_text())
     calls = [
         node
         for node in ast.walk(tree)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from fashion_cnn.files import read_json, write_csv, write_text
-from fashion_cnn.stats import percent
-from fashion_cnn.tables import html_page, markdown_table
+from fashion_cnn.core.files import read_json, write_csv, write_text
+from fashion_cnn.results.stats import percent
+from fashion_cnn.results.tables import html_page, markdown_table
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fashion_cnn.errors import UserError
+from fashion_cnn.core.errors import UserError
 
 MAX_HEADER_BYTES = 100_000_000  # the format's own limit
 DTYPES = {

@@ -12,14 +12,7 @@ import math
 import numpy as np
 import torch
 
-from fashion_cnn.augment import Policy, augment_batch, torchvision_transform
-
-
-def to_float_batch(images_uint8: torch.Tensor) -> torch.Tensor:
-    """(N, 28, 28) or (N, 1, 28, 28) uint8 -> (N, 1, 28, 28) float in [0, 1]."""
-    if images_uint8.dim() == 3:
-        images_uint8 = images_uint8.unsqueeze(1)
-    return images_uint8.float().div_(255)
+from fashion_cnn.data.augment import Policy, augment_batch, to_float_batch, torchvision_transform
 
 
 class DeviceBatches:

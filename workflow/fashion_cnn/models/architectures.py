@@ -6,8 +6,8 @@ import torch
 import torchvision
 from torch import nn
 
-from fashion_cnn.registry import Registry
-from fashion_cnn.settings import ExperimentSettings
+from fashion_cnn.config.settings import ExperimentSettings
+from fashion_cnn.core.registry import Registry
 
 NUM_CLASSES = 10
 # Every model an experiment's `model` can name, built from the arguments a checkpoint carries.

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from fashion_cnn import CLASS_NAMES
-from fashion_cnn.errors import UserError
-from fashion_cnn.files import read_json, write_csv, write_json, write_text
-from fashion_cnn.plots import plot_confusion_matrix, plot_history
-from fashion_cnn.stats import describe, percent_with_spread
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.core.files import read_json, write_csv, write_json, write_text
+from fashion_cnn.evaluation.plots import plot_confusion_matrix, plot_history
+from fashion_cnn.results.stats import describe, percent_with_spread
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fashion_cnn import CLASS_NAMES  # noqa: E402
-from fashion_cnn.augment import Policy, augment_batch  # noqa: E402
-from fashion_cnn.files import save_figure  # noqa: E402
+from fashion_cnn.core.files import save_figure  # noqa: E402
+from fashion_cnn.data.augment import Policy, augment_batch  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _filter_grid(axes, weights: torch.Tensor) -> None:
 def plot_filters(model: torch.nn.Module, chapter_path: Path, layers_path: Path) -> None:
     """The chapter's figure (first 16 filters of the last conv layer of the CNN; conv1 of
     ResNet-18), and the first 16 filters of every conv layer (ResNet-18: all 64 of conv1)."""
-    from fashion_cnn.models import conv_layers
+    from fashion_cnn.models.architectures import conv_layers
 
     convs = conv_layers(model)
     is_resnet = convs[0][0] == "conv1"
@@ -214,7 +214,7 @@ def plot_confusion_matrix(matrix: np.ndarray, output: Path, title: str) -> None:
 def plot_sweep(definition: dict, metrics: list[dict], best_index: int, output: Path) -> None:
     """Test accuracy against each swept key: the mean over seeds with its 95% interval as error
     bars (none for n = 1), one line per combination of the other keys, the best point starred."""
-    from fashion_cnn.sweeps import format_value
+    from fashion_cnn.config.sweeps import format_value
 
     keys, points = definition["keys"], definition["points"]
     summaries = [data["test_accuracy_over_seeds"] for data in metrics]

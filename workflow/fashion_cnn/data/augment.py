@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fashion_cnn.registry import Registry
+from fashion_cnn.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,13 @@ PRESETS.add(
         erase_probability=1.0,
     ),
 )
+
+
+def to_float_batch(images_uint8: torch.Tensor) -> torch.Tensor:
+    """(N, 28, 28) or (N, 1, 28, 28) uint8 -> (N, 1, 28, 28) float in [0, 1]."""
+    if images_uint8.dim() == 3:
+        images_uint8 = images_uint8.unsqueeze(1)
+    return images_uint8.float().div_(255)
 
 
 def get_policy(name: str) -> Policy:

@@ -18,27 +18,28 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fashion_cnn import provenance
-from fashion_cnn.augment import get_policy
-from fashion_cnn.batches import DeviceBatches, LoaderBatches, SemiSupervisedBatches
-from fashion_cnn.checkpoint import FORMAT, save_checkpoint, settings_fingerprint
-from fashion_cnn.checkpoint import load_file as load_state_file
-from fashion_cnn.device import Switches, keep_freed_memory, resolve_device, set_threads
-from fashion_cnn.errors import TrainingInterrupted, UserError
-from fashion_cnn.files import write_csv, write_text
-from fashion_cnn.graphs import GraphedStep
-from fashion_cnn.losses import WeakViewsWithoutGradients, make_loss
-from fashion_cnn.models import (
+from fashion_cnn.config.settings import EngineSettings, ExperimentSettings, unlabelled_count
+from fashion_cnn.core import provenance
+from fashion_cnn.core.errors import TrainingInterrupted, UserError
+from fashion_cnn.core.files import write_csv, write_text
+from fashion_cnn.core.text import format_duration
+from fashion_cnn.data.augment import get_policy
+from fashion_cnn.models.architectures import (
     build_model,
     model_arguments,
     one_pixel_convolutions_as_matmuls,
     parameter_count,
     summary_table,
 )
-from fashion_cnn.optim import make_optimizer, make_scheduler, set_learning_rate_kind
-from fashion_cnn.settings import EngineSettings, ExperimentSettings, unlabelled_count
-from fashion_cnn.threads import ThreadTuner
-from fashion_cnn.weights import initialise
+from fashion_cnn.models.checkpoint import FORMAT, save_checkpoint, settings_fingerprint
+from fashion_cnn.models.checkpoint import load_file as load_state_file
+from fashion_cnn.models.weights import initialise
+from fashion_cnn.training.batches import DeviceBatches, LoaderBatches, SemiSupervisedBatches
+from fashion_cnn.training.device import Switches, keep_freed_memory, resolve_device, set_threads
+from fashion_cnn.training.graphs import GraphedStep
+from fashion_cnn.training.losses import WeakViewsWithoutGradients, make_loss
+from fashion_cnn.training.optim import make_optimizer, make_scheduler, set_learning_rate_kind
+from fashion_cnn.training.threads import ThreadTuner
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +85,6 @@ class Progress:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    if minutes:
-        return f"{minutes} min {seconds:02d} s"
-    return f"{seconds} s"
 
 
 class SigtermFlag:
@@ -197,7 +187,7 @@ def start_run(job: TrainingJob) -> Run:
     )
     torch.manual_seed(experiment.seed)
 
-    from fashion_cnn.data import load_prepared
+    from fashion_cnn.data.dataset import load_prepared
 
     arrays = load_prepared(job.data_path)
     # validation_images: the LAST N training images, never trained on (config checks that the
@@ -503,7 +493,7 @@ def _train_one_epoch(run: Run, sigterm: SigtermFlag) -> None:
 def _validate(run: Run) -> tuple[float, float]:
     """Loss and accuracy on the held-out validation images (eval mode; not counted as training
     time); the model is back in training mode after."""
-    from fashion_cnn.evaluation import predict
+    from fashion_cnn.models.inference import predict
 
     images, labels = run.validation
     model = _final_model(run)

@@ -36,7 +36,7 @@ DEFAULT_WORKLOADS = ["cnn", "cnn_augmented", "resnet18"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from fashion_cnn.config import argument_type
+    from fashion_cnn.config.validation import argument_type
 
     def counted(minimum):
         return argument_type({"type": "integer", "minimum": minimum, "maximum": 1_000_000}, int)
@@ -168,7 +168,7 @@ def machine_description(device) -> dict:
 
     import torch
 
-    from fashion_cnn.provenance import cpu_name
+    from fashion_cnn.core.provenance import cpu_name
 
     description = {
         "cpu": cpu_name(),
@@ -184,8 +184,8 @@ def machine_description(device) -> dict:
 
 
 def _switch_sets(requested: list[str], device) -> list[dict]:
-    from fashion_cnn.config import default_engine_settings
-    from fashion_cnn.device import Switches
+    from fashion_cnn.config.validation import default_engine_settings
+    from fashion_cnn.training.device import Switches
 
     cuda = device.type == "cuda"
     names = ("channels_last", "bf16", "compile", "cuda_graph")
@@ -202,7 +202,7 @@ def _switch_sets(requested: list[str], device) -> list[dict]:
                     continue
                 sets.append(chosen)
         else:
-            # adapt: engine.shared_cores: adapt (fashion_cnn.threads) in the timed loop
+            # adapt: engine.shared_cores: adapt (fashion_cnn.training.threads) in the timed loop
             known = (*names, "adapt")
             chosen = dict.fromkeys(known, False)
             for part in request.split("+"):
@@ -250,7 +250,7 @@ def _timed(batches, step, steps: int, warmup: int, device) -> float:
 def _model(name: str, device, channels_last: bool = False):
     import torch
 
-    from fashion_cnn.models import build_model
+    from fashion_cnn.models.architectures import build_model
 
     torch.manual_seed(0)
     model = build_model(name, {"output_softmax": False}).to(device)
@@ -265,8 +265,8 @@ def chapter_loop_rate(
     """The chapter's loop: DataLoader + per-sample PIL transforms + a plain training step."""
     import torch
 
-    from fashion_cnn.augment import get_policy, torchvision_transform
-    from fashion_cnn.batches import ChapterDataset
+    from fashion_cnn.data.augment import get_policy, torchvision_transform
+    from fashion_cnn.training.batches import ChapterDataset
 
     torch.backends.cudnn.benchmark = False  # PyTorch's default, as the chapter leaves it
     dataset = ChapterDataset(images, labels, torchvision_transform(get_policy(preset)))
@@ -325,8 +325,8 @@ _CHAPTER_DATA: dict = {}
 
 
 def _chapter_process_start(data: str, threads: int, allocator: str) -> None:
-    from fashion_cnn.data import load_prepared
-    from fashion_cnn.device import keep_freed_memory, set_threads
+    from fashion_cnn.data.dataset import load_prepared
+    from fashion_cnn.training.device import keep_freed_memory, set_threads
 
     _CHAPTER_DATA["allocator"] = keep_freed_memory(allocator)
     set_threads(threads)
@@ -354,7 +354,7 @@ def engine_rate(
     with the switch ``adapt``, its thread count chosen while it runs (engine.shared_cores)."""
     import torch
 
-    from fashion_cnn.threads import ThreadTuner
+    from fashion_cnn.training.threads import ThreadTuner
 
     batches, step, _ = engine_step(images, labels, model_name, preset, batch_size, device, switches)
     if not switches.get("adapt") or device.type != "cpu":
@@ -377,11 +377,11 @@ def engine_step(images, labels, model_name, preset, batch_size, device, switches
     """The engine's batches (an endless iterator), its training step, and the model."""
     import torch
 
-    from fashion_cnn.augment import get_policy
-    from fashion_cnn.batches import DeviceBatches
-    from fashion_cnn.engine import train_step
-    from fashion_cnn.graphs import GraphedStep
-    from fashion_cnn.models import one_pixel_convolutions_as_matmuls
+    from fashion_cnn.data.augment import get_policy
+    from fashion_cnn.models.architectures import one_pixel_convolutions_as_matmuls
+    from fashion_cnn.training.batches import DeviceBatches
+    from fashion_cnn.training.engine import train_step
+    from fashion_cnn.training.graphs import GraphedStep
 
     torch.backends.cudnn.benchmark = device.type == "cuda"  # as the engine sets it
     generator = torch.Generator(device=device).manual_seed(0)
@@ -452,10 +452,10 @@ def measure_workload(
 
 
 def profile_workload(images, labels, model_name, preset, batch_size, steps, device, switches):
-    """Where the engine's step spends its time (fashion_cnn.profiling), on the CPU."""
+    """Where the engine's step spends its time (fashion_cnn.tools.profiling), on the CPU."""
     import torch
 
-    from fashion_cnn import profiling
+    from fashion_cnn.tools import profiling
 
     batches, step, model = engine_step(
         images, labels, model_name, preset, batch_size, device, switches
@@ -472,8 +472,8 @@ def inference_rates(images, model_name: str, device, threads: int, repeats: int)
     import numpy as np
     import torch
 
-    from fashion_cnn.batches import to_float_batch
-    from fashion_cnn.export import export_model, latency_and_throughput, session
+    from fashion_cnn.data.augment import to_float_batch
+    from fashion_cnn.evaluation.export import export_model, latency_and_throughput, session
 
     model = _model(model_name, torch.device("cpu")).eval()
     batch = to_float_batch(torch.from_numpy(images[:256])).numpy()
@@ -546,7 +546,7 @@ def markdown(result: dict) -> str:
                 )
     text = "\n".join(lines) + "\n"
     if result.get("profile"):
-        from fashion_cnn.profiling import profile_markdown
+        from fashion_cnn.tools.profiling import profile_markdown
 
         text += "".join(
             "\n" + profile_markdown(name, numbers) for name, numbers in result["profile"].items()
@@ -559,9 +559,14 @@ def run_benchmark(args) -> dict:
 
     import torch
 
-    from fashion_cnn.data import load_prepared
-    from fashion_cnn.device import keep_freed_memory, resolve_device, set_threads, usable_cpus
-    from fashion_cnn.files import write_json, write_text
+    from fashion_cnn.core.files import write_json, write_text
+    from fashion_cnn.data.dataset import load_prepared
+    from fashion_cnn.training.device import (
+        keep_freed_memory,
+        resolve_device,
+        set_threads,
+        usable_cpus,
+    )
 
     threads = set_threads(args.threads or usable_cpus()[0])
     allocator = keep_freed_memory(args.allocator)

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fashion_cnn.errors import UserError
-from fashion_cnn.files import write_bytes
-from fashion_cnn.models import MODELS, build_model
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.core.files import write_bytes
+from fashion_cnn.models.architectures import MODELS, build_model
 
 FORMAT = "fashion-cnn-checkpoint/1"
 # What later steps read from a checkpoint, with the type each must have.
@@ -123,7 +123,7 @@ def _check_settings(state: dict, path, fix: str) -> None:
     a hand-edited file cannot ask for a model of absurd size or a setting no config allows."""
     import jsonschema
 
-    from fashion_cnn.config import fill_defaults, schema_at
+    from fashion_cnn.config.validation import fill_defaults, schema_at
 
     schema = schema_at("experiments.*")
     fill_defaults(state["config"], schema)

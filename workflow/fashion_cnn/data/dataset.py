@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_cnn.errors import UserError
-from fashion_cnn.files import atomic_path
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.core.files import atomic_path
 
 log = logging.getLogger(__name__)
 

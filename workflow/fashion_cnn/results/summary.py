@@ -6,11 +6,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from fashion_cnn.engine import format_duration
-from fashion_cnn.files import read_json, write_csv, write_text
-from fashion_cnn.stats import percent, percent_with_spread
-from fashion_cnn.tables import html_page, markdown_table
-from fashion_cnn.weights import FALLBACK_SOURCE, fallback_mark
+from fashion_cnn.core.files import read_json, write_csv, write_text
+from fashion_cnn.core.text import FALLBACK_SOURCE, fallback_mark, format_duration
+from fashion_cnn.results.stats import percent, percent_with_spread
+from fashion_cnn.results.tables import html_page, markdown_table
 
 log = logging.getLogger(__name__)
 

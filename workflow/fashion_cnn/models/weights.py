@@ -16,21 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fashion_cnn.checkpoint import FORMAT, load_file
-from fashion_cnn.errors import UserError
-from fashion_cnn.files import atomic_path, write_json
-from fashion_cnn.settings import ExperimentSettings
+from fashion_cnn.config.settings import ExperimentSettings
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.core.files import atomic_path, write_json
+from fashion_cnn.core.text import FALLBACK_SOURCE, fallback_mark
+from fashion_cnn.models.checkpoint import FORMAT, load_file
 
 log = logging.getLogger(__name__)
-
-FALLBACK_SOURCE = "random init (ImageNet weights unavailable)"
-
-
-def fallback_mark(chapter_accuracy: float | None) -> str:
-    """The marker shown beside an accuracy trained without the ImageNet weights it asked for."""
-    number = f"{100 * chapter_accuracy:g}%" if chapter_accuracy is not None else "number"
-    return f"random init — not comparable with the chapter's {number}"
-
 
 # Models with published ImageNet weights: torchvision's weights enum for each (config.py keeps
 # the names, PRETRAINED_MODELS, torch-free; tests/test_checkpoint.py holds the two equal).
@@ -126,7 +118,11 @@ def _google_vit_from_file(path: Path) -> dict:
     """Google's ViT-B/16 checkpoint (google/vit-base-patch16-224's model.safetensors) in
     torchvision's vit_b_16 layout. A .safetensors file is read as that checkpoint only: the model
     normalises its input as Google's ViT was trained (models.STATISTICS)."""
-    from fashion_cnn.safetensors import google_vit_to_torchvision, is_google_vit, read_safetensors
+    from fashion_cnn.models.safetensors import (
+        google_vit_to_torchvision,
+        is_google_vit,
+        read_safetensors,
+    )
 
     state = read_safetensors(path)
     if not is_google_vit(state):

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fashion_cnn.registry import Registry
-from fashion_cnn.settings import ExperimentSettings
+from fashion_cnn.config.settings import ExperimentSettings
+from fashion_cnn.core.registry import Registry
 
 # A builder gets (parameters, lr, weight_decay, **options); options hold ``capturable`` when the
 # step is captured in a CUDA graph (lr is then a tensor on the device).
@@ -75,7 +75,7 @@ def make_optimizer(
     device: torch.device | None = None,
 ) -> torch.optim.Optimizer:
     """The experiment's optimizer; for a CUDA-graph step (``graph_device``), capturable with its
-    learning rate in a device tensor that schedules fill in place (fashion_cnn.graphs); on a
+    learning rate in a device tensor that schedules fill in place (fashion_cnn.training.graphs); on a
     CPU, Adam and AdamW fused."""
     build = OPTIMIZERS.get(experiment.optimizer)
     if graph_device is None:

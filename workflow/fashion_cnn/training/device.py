@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from fashion_cnn.errors import UserError
-from fashion_cnn.settings import EngineSettings
+from fashion_cnn.config.settings import EngineSettings
+from fashion_cnn.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def keep_freed_memory(setting: str = "auto") -> str:
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags as Linux reports them (empty elsewhere)."""
-    from fashion_cnn.provenance import cpuinfo_field
+    from fashion_cnn.core.provenance import cpuinfo_field
 
     return set((cpuinfo_field("flags") or "").split())
 
@@ -269,8 +269,8 @@ class Switches:
         """The engine's switches on this device for this recipe, each choice logged with its
         reason. An experiment may set its own ``precision``; the optimizer and schedule decide
         whether the step can be one CUDA graph."""
-        from fashion_cnn.graphs import unsupported
-        from fashion_cnn.provenance import cpu_name
+        from fashion_cnn.core.provenance import cpu_name
+        from fashion_cnn.training.graphs import unsupported
 
         def choose(value, automatic):
             return automatic if value == "auto" else bool(value)

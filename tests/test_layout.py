@@ -1,0 +1,112 @@
+"""The package's layout is its architecture: sub-packages by stage, each importing only the stages
+below it, no import circle between modules, and the tables over results free of torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "workflow" / "fashion_cnn"
+# Bottom to top: a stage may import the stages before it, never one after it.
+STAGES = ["core", "config", "data", "models", "training", "evaluation", "results", "tools"]
+# Modules whose imports (at the top and inside functions) must load no torch.
+TORCH_FREE = [
+    "fashion_cnn.results.summary",
+    "fashion_cnn.results.tables",
+    "fashion_cnn.results.stats",
+    "fashion_cnn.results.comparisons",
+    "fashion_cnn.config.validation",
+    "fashion_cnn.config.sweeps",
+]
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    return modules
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """Every fashion_cnn module ``path`` imports (anywhere in it), with the line."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.startswith("fashion_cnn"):
+                for alias in node.names:
+                    candidate = f"{node.module}.{alias.name}"
+                    found.append((candidate if candidate in MODULES else node.module, node.lineno))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names if a.name.startswith("fashion_cnn")]
+    return found
+
+
+MODULES = _modules()
+
+
+def _stage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in STAGES else None
+
+
+def test_every_module_belongs_to_a_stage_or_is_the_command_line():
+    loose = [m for m in MODULES if _stage(m) is None]
+    assert sorted(loose) == ["fashion_cnn", "fashion_cnn.__main__", "fashion_cnn.cli"]
+    for stage in STAGES:
+        doc = ast.get_docstring(ast.parse((PACKAGE / stage / "__init__.py").read_text()))
+        assert doc and "May import" in doc, f"fashion_cnn.{stage} says what it may import"
+
+
+def test_a_stage_imports_only_the_stages_below_it():
+    wrong = []
+    for module, path in MODULES.items():
+        here = _stage(module)
+        if here is None:
+            continue
+        for imported, line in _imports(path):
+            there = _stage(imported)
+            if there is not None and STAGES.index(there) > STAGES.index(here):
+                wrong.append(f"{path.relative_to(PACKAGE)}:{line} ({here}) imports {imported}")
+    assert not wrong, "a stage imports one above it:\n" + "\n".join(wrong)
+
+
+def test_no_import_circle_between_modules():
+    graph = {m: {i for i, _ in _imports(p) if i in MODULES and i != m} for m, p in MODULES.items()}
+    # a package's __init__ is imported on the way to any of its modules: not an edge of its own
+    graph = {m: {i for i in edges if not m.startswith(i + ".")} for m, edges in graph.items()}
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        path.append(module)
+        for other in sorted(graph[module]):
+            if state.get(other) == 1:
+                return path[path.index(other) :] + [other]
+            if other not in state and (circle := visit(other)):
+                return circle
+        state[module] = 2
+        path.pop()
+        return None
+
+    for module in sorted(graph):
+        if module not in state:
+            circle = visit(module)
+            assert circle is None, "import circle: " + " -> ".join(circle)
+
+
+@pytest.mark.parametrize("module", TORCH_FREE)
+def test_the_module_loads_no_torch(module):
+    """Run in a fresh interpreter: importing it (and what it imports) must not load torch."""
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False", f"importing {module} loaded torch"

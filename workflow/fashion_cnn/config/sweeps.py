@@ -1,0 +1,119 @@
+"""Sweeps: grids over experiment keys, every point trained on every seed.
+
+A sweep names a base experiment and a grid, e.g. ``{epochs: [100, 1000], augmentation: [none,
+chapter]}``. Every combination of values is a point: the base experiment with those keys set. A
+point is a run like any experiment, named ``sweeps/<sweep>/<key>=<value>,...`` (Hydra's
+``override_dirname`` convention): its folder under ``results/``, its jobs (one per seed), its
+aggregate over seeds. The folder name lists the keys in the grid's order, so it is stable while the
+grid is not reordered, and readable without opening a file.
+
+Expansion is torch-free (Snakemake imports it); the sweep's table and plot over finished points
+are ``fashion_cnn.results.sweeps``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import logging
+import re
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+SWEEPS_FOLDER = "sweeps"
+# Keys a grid cannot set: seeds are the sweep's own `seeds`, and the rest only label a recipe.
+NOT_SWEPT = {
+    "seed": "give the seeds in the sweep's own `seeds: [...]`",
+    "seeds": "give the seeds in the sweep's own `seeds: [...]`",
+    "description": "it only labels the recipe",
+    "chapter_accuracy": "it only labels the recipe",
+}
+UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def format_value(value) -> str:
+    """A grid value as it appears in a folder name: 1.0e-3 -> 0.001, true, chapter."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return UNSAFE.sub("-", value) or "-"
+    return UNSAFE.sub("-", json.dumps(value, sort_keys=True))
+
+
+def point_folder(values: dict) -> str:
+    return ",".join(f"{key}={format_value(value)}" for key, value in values.items())
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    sweep: str
+    values: dict
+
+    @property
+    def folder(self) -> str:
+        return point_folder(self.values)
+
+    @property
+    def run(self) -> str:
+        """The run's name, which is also its folder under results/."""
+        return f"{SWEEPS_FOLDER}/{self.sweep}/{self.folder}"
+
+
+def sweep_points(name: str, sweep: dict) -> list[SweepPoint]:
+    """Every combination of the grid's values, the first key varying slowest."""
+    keys = list(sweep["grid"])
+    return [
+        SweepPoint(name, dict(zip(keys, combination, strict=True)))
+        for combination in itertools.product(*(sweep["grid"][key] for key in keys))
+    ]
+
+
+def point_settings(config: dict, point: SweepPoint) -> dict:
+    """The base experiment's settings with the point's values, and the sweep's seeds."""
+    sweep = config["sweeps"][point.sweep]
+    settings = copy.deepcopy(config["experiments"][sweep["experiment"]])
+    settings.update(copy.deepcopy(point.values))
+    if sweep.get("seeds") is not None:
+        settings["seeds"] = list(sweep["seeds"])
+    elif settings.get("seeds") is None:
+        settings["seeds"] = [settings["seed"]]
+    return settings
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One thing the workflow trains over seeds: an experiment, or a sweep's point."""
+
+    name: str  # folder under results/ and the name in its metrics
+    experiment: str  # the config entry it starts from
+    settings: dict  # that entry's settings, with a sweep point's values and seeds
+
+
+def all_runs(config: dict) -> dict[str, RunSpec]:
+    """Every experiment and every point of every sweep, by name (a validated config)."""
+    runs = {name: RunSpec(name, name, settings) for name, settings in config["experiments"].items()}
+    for sweep_name, sweep in config["sweeps"].items():
+        for point in sweep_points(sweep_name, sweep):
+            runs[point.run] = RunSpec(point.run, sweep["experiment"], point_settings(config, point))
+    return runs
+
+
+def sweep_definition(config: dict, name: str) -> dict:
+    """What the sweep's table needs, as JSON for a rule's params."""
+    sweep = config["sweeps"][name]
+    return {
+        "name": name,
+        "experiment": sweep["experiment"],
+        "description": sweep.get("description", ""),
+        "keys": list(sweep["grid"]),
+        "points": [
+            {"run": point.run, "folder": point.folder, "values": point.values}
+            for point in sweep_points(name, sweep)
+        ],
+    }
