@@ -19,7 +19,7 @@ IMAGE ?= containers/fashion-cnn_0.1.0.sif
 CUDA ?= 13.0
 APPTAINER ?= apptainer
 
-.PHONY: setup setup-test run quick check-config report test test-fast lint rulegraph benchmark image
+.PHONY: setup setup-test run quick check-config report test test-fast lint rulegraph benchmark image choices
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -88,7 +88,13 @@ image:
 	mv -f $(IMAGE).partial $(IMAGE)
 	@echo "image: $(IMAGE) (CUDA $(CUDA)); config.yaml's container: points here by default"
 
+# The torch-free catalog of registered models, presets, optimizers and schedules that the config
+# validates with: run after adding or changing one (make lint fails while it is stale).
+choices: $(VENV)/.installed
+	$(PY) -m fashion_cnn choices
+
 lint: $(VENV)/.installed
+	$(PY) -m fashion_cnn choices --check
 	$(VENV)/bin/ruff check workflow tests
 	$(VENV)/bin/ruff format --check workflow tests
 	$(VENV)/bin/snakefmt --check Snakefile workflow/Snakefile workflow/rules

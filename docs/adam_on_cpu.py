@@ -12,7 +12,8 @@ of five default-Adam steps.
 import time
 
 import torch
-from fashion_cnn.models.architectures import one_pixel_convolutions_as_matmuls, resnet18_for_fashion
+from fashion_cnn.models.architectures.resnet18 import resnet18_for_fashion
+from fashion_cnn.models.layers import one_pixel_convolutions_as_matmuls
 from torch.profiler import ProfilerActivity, profile
 
 torch.set_num_threads(2)

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-from fashion_cnn.models.architectures import build_model, one_pixel_convolutions_as_matmuls  # noqa: E402
+from fashion_cnn.models.catalog import build_model  # noqa: E402
+from fashion_cnn.models.layers import one_pixel_convolutions_as_matmuls  # noqa: E402
 from fashion_cnn.training.device import keep_freed_memory  # noqa: E402
 
 CANDIDATES = [

@@ -28,7 +28,8 @@ def child(model_name: str, width: int, batch: int, steps: int) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT / "workflow"))
-    from fashion_cnn.models.architectures import build_model, one_pixel_convolutions_as_matmuls
+    from fashion_cnn.models.catalog import build_model
+    from fashion_cnn.models.layers import one_pixel_convolutions_as_matmuls
     from fashion_cnn.training.device import keep_freed_memory
     from fashion_cnn.training.engine import train_step
 

@@ -10,7 +10,8 @@ import torchvision
 from conftest import assert_no_traceback, base_config, cli, flat
 from fashion_cnn.config.settings import ExperimentSettings
 from fashion_cnn.core.errors import UserError
-from fashion_cnn.models.architectures import build_model, resnet18_for_fashion
+from fashion_cnn.models.architectures.resnet18 import resnet18_for_fashion
+from fashion_cnn.models.catalog import build_model
 from fashion_cnn.models.checkpoint import load_checkpoint, load_file, model_from_checkpoint
 from fashion_cnn.models.weights import apply_weights, fetch_imagenet_weights, initialise
 
@@ -239,10 +240,13 @@ def test_resnet_weights_given_to_a_vit_are_refused(imagenet_layout_file):
 
 
 def test_the_pretrained_models_are_the_ones_the_config_allows():
-    from fashion_cnn.config.validation import PRETRAINED_MODELS
-    from fashion_cnn.models.weights import PRETRAINED, imagenet_weights_url
+    from fashion_cnn.config.choices import models_with
+    from fashion_cnn.models.catalog import MODELS
+    from fashion_cnn.models.weights import imagenet_weights_url
 
-    assert tuple(PRETRAINED) == PRETRAINED_MODELS
+    with_weights = [name for name in MODELS if MODELS.get(name).pretrained is not None]
+    assert with_weights == models_with("pretrained") == ["resnet18", "vit_b16"]
+    assert all(imagenet_weights_url(name).startswith("https://") for name in with_weights)
     assert imagenet_weights_url("vit_b16") == (
         "https://download.pytorch.org/models/vit_b_16-c867db91.pth"
     )
@@ -319,7 +323,7 @@ def test_googles_own_vit_checkpoint_loads_by_its_key_names(vit_b16_layout_file, 
     """google/vit-base-patch16-224's model.safetensors, in layout (made here from torchvision's
     tensors): every encoder tensor lands where torchvision's own file puts it, and the model
     normalises its input as Google's ViT was trained ([-1, 1])."""
-    from fashion_cnn.models.architectures import model_arguments
+    from fashion_cnn.models.catalog import model_arguments
 
     _, state = vit_b16_layout_file
     path = tmp_path / "model.safetensors"

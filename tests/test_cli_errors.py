@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import REPO, assert_no_traceback, cli, edited_checkpoint, flat
 from fashion_cnn.data.dataset import FILES
-from fashion_cnn.models.architectures import resnet18_for_fashion
+from fashion_cnn.models.architectures.resnet18 import resnet18_for_fashion
 
 
 def _corrupt_checkpoint(tmp_path):

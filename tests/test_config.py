@@ -158,7 +158,7 @@ def test_unknown_key_suggests_the_close_one():
         ({"model": "cnn", "weights": "no/such/file.pth"}, "no such file exists"),
         ({"model": "cnn", "output_softmax": True, "label_smoothing": 0.1}, "Use one"),
         ({"model": "resnet18", "dropout": 0.5}, "model resnet18 has no dropout here"),
-        ({"model": "vit_small", "dropout_place": "features"}, "is for the CNNs"),
+        ({"model": "vit_small", "dropout_place": "features"}, "is an option of cnn, cnn_bn"),
         ({"model": "vit_small", "width": 30}, "must be a multiple of 4"),
         ({"train_subset": 50000, "validation_images": 20000}, "would overlap"),
     ],

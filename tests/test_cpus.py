@@ -90,7 +90,7 @@ def test_a_job_pinned_to_one_cpu_trains_on_one_thread():
 FAULTS_PER_STEP = """
 import resource, sys, torch
 from fashion_cnn.training.device import keep_freed_memory
-from fashion_cnn.models.architectures import build_model
+from fashion_cnn.models.catalog import build_model
 done = keep_freed_memory(sys.argv[1])
 torch.set_num_threads(1)
 torch.manual_seed(0)

@@ -15,7 +15,7 @@ import torch
 from conftest import REPO, cli, flat, tiny_training_job
 from fashion_cnn.config.validation import default_engine_settings
 from fashion_cnn.core.errors import UserError
-from fashion_cnn.models.architectures import ChapterCNN
+from fashion_cnn.models.architectures.cnn import ChapterCNN
 from fashion_cnn.models.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint
 from fashion_cnn.models.inference import predict
 from fashion_cnn.training.device import Switches, resolve_device

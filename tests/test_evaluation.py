@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from fashion_cnn.data.augment import to_float_batch
-from fashion_cnn.models.architectures import ChapterCNN
+from fashion_cnn.models.architectures.cnn import ChapterCNN
 from fashion_cnn.models.inference import predict, prediction_views, shifted
 
 

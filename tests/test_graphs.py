@@ -14,7 +14,7 @@ import torch
 from conftest import flat
 from fashion_cnn.config.validation import default_engine_settings
 from fashion_cnn.core.errors import UserError
-from fashion_cnn.models.architectures import ChapterCNN
+from fashion_cnn.models.architectures.cnn import ChapterCNN
 from fashion_cnn.training.device import Switches
 from fashion_cnn.training.graphs import GraphedStep, unsupported
 

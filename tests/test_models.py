@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fashion_cnn.models.architectures import (
-    BatchNormCNN,
-    ChapterCNN,
-    build_model,
-    parameter_count,
-    resnet18_for_fashion,
-    summary_table,
-)
+from fashion_cnn.models.architectures.cnn import BatchNormCNN, ChapterCNN
+from fashion_cnn.models.architectures.resnet18 import resnet18_for_fashion
+from fashion_cnn.models.catalog import build_model, parameter_count, summary_table
 from torch import nn
 
 
@@ -57,7 +52,7 @@ def test_the_small_resnet_is_resnet9_sized_for_28x28():
     model.features.register_forward_hook(lambda _, __, output: shapes.append(output.shape))
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert shapes == [(2, 128, 3, 3)]
-    blocks = [m for m in model.modules() if type(m).__name__ == "_Residual"]
+    blocks = [m for m in model.modules() if type(m).__name__ == "Residual"]
     assert [b.body[0].in_channels for b in blocks] == [32, 128]
     images = torch.randn(2, 32, 14, 14)
     with torch.no_grad():
@@ -90,7 +85,7 @@ def test_summary_table_lists_layers_like_torchsummary():
 def test_a_one_pixel_convolution_is_computed_as_a_matmul_with_the_same_result(
     channels, out_channels, stride, size
 ):
-    from fashion_cnn.models.architectures import OnePixelConv2d
+    from fashion_cnn.models.layers import OnePixelConv2d
 
     torch.manual_seed(0)
     plain = nn.Conv2d(channels, out_channels, 3, stride=stride, padding=1, bias=False)
@@ -115,7 +110,7 @@ def test_resnet18_with_matmul_convolutions_trains_like_the_plain_one(arrays):
     """The engine's CPU model: the same loss and gradients on real images, state_dict unchanged."""
     import copy
 
-    from fashion_cnn.models.architectures import OnePixelConv2d, one_pixel_convolutions_as_matmuls
+    from fashion_cnn.models.layers import OnePixelConv2d, one_pixel_convolutions_as_matmuls
 
     torch.manual_seed(0)
     plain = build_model("resnet18", {"output_softmax": False}).train()
@@ -225,7 +220,7 @@ def test_every_experiment_of_the_config_builds_its_model_with_its_arguments():
     sizes are the ones docs/benchmarks.md names (926,578 and 1,645,546 parameters)."""
     from conftest import base_config
     from fashion_cnn.config.settings import ExperimentSettings
-    from fashion_cnn.models.architectures import model_arguments
+    from fashion_cnn.models.catalog import model_arguments
 
     experiments = base_config()["experiments"]
     counts = {}

@@ -3,15 +3,21 @@ knows is a user error naming the known ones (before, an unknown optimizer became
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import base_config
+from fashion_cnn.config.choices import CATALOG_PATH, option_owners
 from fashion_cnn.config.settings import ExperimentSettings
 from fashion_cnn.config.validation import schema_at
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.registry import Registry
 from fashion_cnn.data.augment import PRESETS, Policy, get_policy
-from fashion_cnn.models.architectures import MODELS, ChapterCNN, build_model
+from fashion_cnn.models.architectures.cnn import ChapterCNN
+from fashion_cnn.models.catalog import MODELS, build_model
+from fashion_cnn.models.registry import ModelEntry, option
+from fashion_cnn.tools.choices import render, write_or_check
 from fashion_cnn.training.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_scheduler
 from torch import nn
 
@@ -30,19 +36,44 @@ def test_the_schema_enum_is_the_registry(key):
     )
 
 
-def test_a_new_registered_name_reaches_the_schema_without_touching_it(tmp_path, monkeypatch):
-    """Adding a model is one module and its test: the schema's enum follows the source."""
-    from fashion_cnn.config import validation as config
+def test_the_committed_catalog_describes_the_registries():
+    """workflow/schemas/choices.json is what the registries render now (make choices writes it)."""
+    assert CATALOG_PATH.read_text() == render()
 
-    source = (config.PACKAGE / "models" / "architectures.py").read_text()
-    extra = (
-        source + '\n\n@MODELS.register("tiny_mlp")\ndef tiny_mlp(output_softmax=False):\n    pass\n'
-    )
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "architectures.py").write_text(extra)
-    monkeypatch.setattr(config, "PACKAGE", tmp_path)
-    names = config.registered_names("models/architectures.py", "MODELS")
-    assert names == [*MODELS.names(), "tiny_mlp"]
+
+def test_a_new_registered_model_reaches_the_schema_through_the_catalog(tmp_path, monkeypatch):
+    """Adding a model is one entry (and its test): make choices carries its name, options and
+    ranges into the config schema, which reads no torch."""
+    from fashion_cnn.config import choices, validation
+
+    @dataclasses.dataclass(frozen=True)
+    class TinyOptions:
+        hidden: int = option(32, "units", minimum=1, maximum=512)
+
+    monkeypatch.setitem(MODELS._entries, "tiny_mlp", ModelEntry(nn.Linear, "tiny", TinyOptions))
+    path = tmp_path / "choices.json"
+    write_or_check(check=False, path=path)
+    monkeypatch.setattr(choices, "CATALOG_PATH", path)
+    choices.catalog.cache_clear()
+    validation._schema.cache_clear()
+    try:
+        assert schema_at("experiments.*.model")["enum"][-1] == "tiny_mlp"
+        assert schema_at("experiments.*.hidden")["default"] == 32
+        config = base_config()
+        config["experiments"]["cnn_baseline"].update(model="tiny_mlp", hidden=0)
+        with pytest.raises(UserError, match="hidden = 0 is out of range"):
+            validation.validate_config(config)
+    finally:
+        choices.catalog.cache_clear()
+        validation._schema.cache_clear()
+
+
+def test_an_option_shared_by_models_has_one_default():
+    """The YAML keeps model options flat, so models that share an option name share its default
+    (the default every experiment gets filled in)."""
+    for key, owners in option_owners().items():
+        defaults = {MODELS.get(name).catalog()["options"][key]["default"] for name in owners}
+        assert len(defaults) == 1, f"{key} has several defaults: {defaults}"
 
 
 def _experiment(**changes) -> ExperimentSettings:

@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_training_job
 from fashion_cnn.data.augment import get_policy
 from fashion_cnn.evaluation.plots import plot_history
-from fashion_cnn.models.architectures import build_model
+from fashion_cnn.models.catalog import build_model
 from fashion_cnn.models.checkpoint import load_checkpoint
 from fashion_cnn.training.batches import SemiSupervisedBatches
 from fashion_cnn.training.engine import start_run, train_model

@@ -18,3 +18,6 @@ CLASS_NAMES = (
     "Bag",
     "Ankle boot",
 )
+NUM_CLASSES = len(CLASS_NAMES)
+# The training set's size; the test set has 10,000 more images.
+TRAINING_IMAGES = 60_000

@@ -13,7 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
-from fashion_cnn.config.validation import PRETRAINED_MODELS, argument_type, schema_at
+from fashion_cnn.config.choices import models_with
+from fashion_cnn.config.validation import argument_type, schema_at
 from fashion_cnn.core.attempts import attempts_path, finish_attempt, start_attempt
 from fashion_cnn.core.errors import TrainingInterrupted, UserError
 from fashion_cnn.tools.benchmark import add_arguments as add_benchmark_arguments
@@ -179,10 +180,13 @@ def cmd_evaluate_model(args) -> None:
 
 def cmd_plot_filters(args) -> None:
     from fashion_cnn.evaluation.plots import plot_filters
+    from fashion_cnn.models.catalog import MODELS
     from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint
 
-    model = model_from_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint)
-    plot_filters(model, Path(args.chapter_figure), Path(args.layers_figure))
+    checkpoint = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(checkpoint, args.checkpoint)
+    filters = MODELS.get(checkpoint["model"]["name"]).filters
+    plot_filters(model, Path(args.chapter_figure), Path(args.layers_figure), filters)
 
 
 def cmd_plot_history(args) -> None:
@@ -280,6 +284,12 @@ def cmd_summarize(args) -> None:
     )
 
 
+def cmd_choices(args) -> None:
+    from fashion_cnn.tools.choices import write_or_check
+
+    write_or_check(args.check)
+
+
 def cmd_benchmark(args) -> None:
     from fashion_cnn.tools.benchmark import run_benchmark
 
@@ -329,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub = command(
+        "choices",
+        cmd_choices,
+        "write the catalog of registered choices the config validates with (choices.json)",
+    )
+    sub.add_argument("--check", action="store_true", help="only check that the file is up to date")
+
+    sub = command(
         "download-data", cmd_download_data, "download and verify the four Fashion-MNIST files"
     )
     sub.add_argument("--folder", required=True)
@@ -365,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--model",
         default="resnet18",
-        choices=PRETRAINED_MODELS,
+        choices=models_with("pretrained"),
         help="whose weights (default: resnet18)",
     )
     sub.add_argument("--folder", required=True)

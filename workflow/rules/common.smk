@@ -20,8 +20,8 @@ except TypeError:  # a module from a remote source (github(...)): no local files
     )
 sys.path.insert(0, str(WORKFLOW_FOLDER))
 
+from fashion_cnn.config.choices import models_with  # noqa: E402
 from fashion_cnn.config.validation import (  # noqa: E402
-    PRETRAINED_MODELS,
     check_container_image,
     check_gpu_for_local_jobs,
     experiment_settings,

@@ -42,7 +42,7 @@ rule fetch_pretrained_weights:
     log:
         f"{LOGS}/fetch_pretrained_weights/{{model}}.log",
     wildcard_constraints:
-        model="|".join(PRETRAINED_MODELS),
+        model="|".join(models_with("pretrained")),
     localrule: True
     params:
         folder=get_output_folder,

@@ -3,7 +3,8 @@
 keys, and nothing can change a setting half-way through a run.
 
 Each field is a key of the config schema (``tests/test_settings.py`` holds the two equal), so a
-new key is added in the schema, here, and where it is used. Torch-free: the config layer, which
+new key is added in the schema, here, and where it is used; a model's options are its registry
+entry's (``model_options``), added with the model. Torch-free: the config layer, which
 Snakemake imports, may use it.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Self
+
+from fashion_cnn.config import choices
 
 
 class _Settings:
@@ -41,18 +44,33 @@ def unlabelled_count(experiment: dict, training_images: int = 60_000) -> int:
 class ExperimentSettings(_Settings):
     """What one experiment learns: ``experiments.<name>`` of the config, defaults filled in."""
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        """From the flat keys of the YAML: the model's options go into ``model_options`` (the
+        other models' options, filled in as defaults, are left out)."""
+        own = choices.model(values["model"])["options"]
+        options = {key: values.get(key, spec["default"]) for key, spec in own.items()}
+        names = [field.name for field in dataclasses.fields(cls) if field.name != "model_options"]
+        return cls(model_options=options, **{name: values[name] for name in names})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The flat keys again, as checkpoints and metrics store them."""
+        values = dataclasses.asdict(self)
+        return {**values.pop("model_options"), **values}
+
+    def replace(self, **changes) -> Self:
+        return type(self).from_dict({**self.as_dict(), **changes})
+
     description: str
     model: str
-    width: int
-    patch_size: int
-    image_size: int
+    # the model's own options (its registry entry's fields: width, patch_size, conv1_init, ...);
+    # the YAML keeps them flat beside the other keys, and as_dict() puts them back there
+    model_options: dict[str, Any]
     dropout: float
-    dropout_place: str
     validation_images: int
     precision: str
     output_softmax: bool
     weights: str
-    conv1_init: str
     train_subset: int
     unlabelled_images: int | str  # a count, or 'all'
     unlabelled_ratio: int

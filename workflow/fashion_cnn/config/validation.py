@@ -9,7 +9,6 @@ may live only inside the container.
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import difflib
 import functools
@@ -23,6 +22,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from fashion_cnn import TRAINING_IMAGES
+from fashion_cnn.config import choices
 from fashion_cnn.config.settings import EngineSettings, unlabelled_count
 from fashion_cnn.config.sweeps import (
     NOT_SWEPT,
@@ -33,49 +34,35 @@ from fashion_cnn.config.sweeps import (
 )
 from fashion_cnn.core.errors import UserError
 
-PACKAGE = Path(__file__).resolve().parent.parent
-SCHEMA_PATH = PACKAGE.parent / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent.parent.parent / "schemas" / "config.schema.yaml"
 FIX = "Fix it in config.yaml (or in the --config/--configfile override that sets it)."
 
 
-# Experiment keys that name a registered choice: (module, registry). Their schema enum is the
-# registry's names, read from the module's source, so adding a model, preset, optimizer or
-# schedule touches its own module only (and this module stays torch-free: Snakemake imports it).
-REGISTRY_ENUMS = {
-    "model": ("models/architectures.py", "MODELS"),
-    "augmentation": ("data/augment.py", "PRESETS"),
-    "strong_augmentation": ("data/augment.py", "PRESETS"),
-    "optimizer": ("training/optim.py", "OPTIMIZERS"),
-    "lr_schedule": ("training/optim.py", "SCHEDULES"),
+# Experiment keys that name a registered choice, and the kind of choice in the catalog
+# (config.choices, written from the registries by `make choices`): their enum is its names.
+REGISTRY_KEYS = {
+    "model": "model",
+    "augmentation": "augmentation",
+    "strong_augmentation": "augmentation",
+    "optimizer": "optimizer",
+    "lr_schedule": "lr_schedule",
 }
-
-
-def registered_names(module: str, registry: str) -> list[str]:
-    """The names ``module`` registers in ``registry`` (``@MODELS.register("cnn")``,
-    ``PRESETS.add("none", ...)``), in source order, which is registration order.
-    tests/test_registries.py holds this equal to the imported registry's names."""
-    tree = ast.parse((PACKAGE / module).read_text())
-    calls = [
-        node
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Attribute)
-        and node.func.attr in ("register", "add")
-        and isinstance(node.func.value, ast.Name)
-        and node.func.value.id == registry
-        and node.args
-        and isinstance(node.args[0], ast.Constant)
-    ]
-    return [call.args[0].value for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset))]
 
 
 @functools.cache
 def _schema() -> dict:
     with open(SCHEMA_PATH) as handle:
         schema = yaml.safe_load(handle)
-    experiment = schema["properties"]["experiments"]["additionalProperties"]["properties"]
-    for key, (module, registry) in REGISTRY_ENUMS.items():
-        experiment[key]["enum"] = registered_names(module, registry)
+    experiment = schema["properties"]["experiments"]["additionalProperties"]
+    properties = experiment["properties"]
+    for key, kind in REGISTRY_KEYS.items():
+        properties[key]["enum"] = choices.names(kind)
+    properties["model"]["description"] = "; ".join(
+        f"{name}: {choices.model(name)['description']}" for name in choices.names("model")
+    )
+    # a model's options are experiment keys too, each model's own range checked when it is chosen
+    properties.update(choices.flat_option_schemas())
+    experiment["allOf"] = choices.model_option_rules()
     return schema
 
 
@@ -210,6 +197,10 @@ def _describe(error: jsonschema.ValidationError, where: str | None = None) -> st
         return f"Config error: {where} is empty; give it at least one key{hint}."
     if kind == "minLength" and error.validator_value == 1:
         return f"Config error: {where} is empty{hint}; give it a value."
+    if kind == "multipleOf":
+        return (
+            f"Config error: {where} = {value} must be a multiple of {error.validator_value}{hint}."
+        )
     if kind == "pattern":
         return (
             f"Config error: {where} = {value} has the wrong form "
@@ -281,13 +272,6 @@ def _check_consistency(config: dict) -> None:
     _check_sweeps(config)
 
 
-# Models with published ImageNet weights (weights: imagenet); weights.PRETRAINED holds their URLs.
-PRETRAINED_MODELS = ("resnet18", "vit_b16")
-# Models that take a dropout rate (models.model_arguments).
-DROPOUT_MODELS = ("cnn", "cnn_bn", "vit_small", "vit_b16")
-VIT_SMALL_HEADS = 4  # models.VIT_SMALL_HEADS (torch-free copy)
-TRAINING_IMAGES = 60_000
-
 # Folders in results/ that are not experiments.
 RESERVED_NAMES = {"benchmarks", "comparisons", "data", "logs", "summary", SWEEPS_FOLDER}
 
@@ -296,31 +280,8 @@ def _check_experiment(where: str, experiment: dict, key=None) -> None:
     """Conflicts between one experiment's keys (an experiment, or a sweep's point). ``where``
     names the experiment; ``key(name)`` names one of its keys (default: where.name)."""
     key = key or (lambda name: f"{where}.{name}")
-    weights, model = experiment["weights"], experiment["model"]
-    if weights == "imagenet" and model not in PRETRAINED_MODELS:
-        raise UserError(
-            f'Config error: {key("weights")} = "imagenet" needs a model with published ImageNet '
-            f"weights ({', '.join(PRETRAINED_MODELS)}), but the model is {model}. Use weights: "
-            "none, a path to a .pth file, or one of those models."
-        )
-    if experiment["dropout"] and model not in DROPOUT_MODELS:
-        raise UserError(
-            f"Config error: {key('dropout')} = {experiment['dropout']}, but model {model} has no "
-            f"dropout here (models with dropout: {', '.join(DROPOUT_MODELS)}). Set dropout: 0, "
-            "or choose one of those models."
-        )
-    if experiment["dropout_place"] != "classifier" and model not in ("cnn", "cnn_bn"):
-        raise UserError(
-            f'Config error: {key("dropout_place")} = "{experiment["dropout_place"]}" is for the '
-            f"CNNs (cnn, cnn_bn); {model} applies dropout where torchvision's model does. Remove "
-            "dropout_place."
-        )
-    if model == "vit_small" and experiment["width"] % VIT_SMALL_HEADS:
-        raise UserError(
-            f"Config error: {key('width')} = {experiment['width']}: a vit_small's token width is "
-            f"split among its {VIT_SMALL_HEADS} attention heads, so it must be a multiple of "
-            f"{VIT_SMALL_HEADS} (e.g. 64 or 96)."
-        )
+    weights = experiment["weights"]
+    _check_model_fits(experiment, key)
     held_out = experiment["validation_images"]
     unlabelled = experiment["unlabelled_images"] if experiment["train_subset"] else 0
     unlabelled = unlabelled_count(experiment) if unlabelled == "all" else unlabelled
@@ -367,18 +328,6 @@ def _check_experiment(where: str, experiment: dict, key=None) -> None:
             f"Config error: {key('ema_warmup')} ramps up the moving average's decay, but "
             "ema_decay is 0 (no moving average). Set ema_decay (e.g. 0.99), or remove ema_warmup."
         )
-    if experiment["conv1_init"] != "random" and (model != "resnet18" or weights == "none"):
-        raise UserError(
-            f'Config error: {key("conv1_init")} = "{experiment["conv1_init"]}" averages '
-            "pretrained RGB filters, so it needs model resnet18 with weights imagenet or a "
-            "path. Set conv1_init: random, or give pretrained weights."
-        )
-    if weights.endswith(".safetensors") and model != "vit_b16":
-        raise UserError(
-            f'Config error: {key("weights")} = "{weights}": a .safetensors file is read as '
-            f"Google's ViT-B/16 checkpoint, for model vit_b16, but the model is {model}. Give "
-            "a .pth state_dict for this model."
-        )
     if weights not in ("none", "imagenet") and not Path(weights).is_file():
         raise UserError(
             f'Config error: {key("weights")} = "{weights}" is neither none nor imagenet, so '
@@ -389,6 +338,47 @@ def _check_experiment(where: str, experiment: dict, key=None) -> None:
         raise UserError(
             f"Config error: {where} sets both output_softmax and label_smoothing; the "
             "chapter's softmax-then-CrossEntropyLoss reproduction is meant to be exact. Use one."
+        )
+
+
+def _check_model_fits(experiment: dict, key) -> None:
+    """The experiment asks its model only for what the model's registry entry says it has."""
+    model, weights = experiment["model"], experiment["weights"]
+    entry = choices.model(model)
+
+    def refuse(setting: str, value, what: str, capability: str) -> None:
+        able = ", ".join(choices.models_with(capability))
+        raise UserError(
+            f"Config error: {key(setting)} = {json.dumps(value)} needs a model {what} ({able}), but "
+            f"the model is {model}. Change {setting}, or choose one of those models."
+        )
+
+    if weights == "imagenet" and not entry["pretrained"]:
+        refuse("weights", weights, "with published ImageNet weights", "pretrained")
+    if weights.endswith(".safetensors") and not entry["reads_safetensors"]:
+        refuse(
+            "weights", weights, "that reads Google's .safetensors checkpoint", "reads_safetensors"
+        )
+    if experiment["dropout"] and not entry["takes_dropout"]:
+        raise UserError(
+            f"Config error: {key('dropout')} = {experiment['dropout']}, but model {model} has no "
+            f"dropout here (models with dropout: {', '.join(choices.models_with('takes_dropout'))})."
+            " Set dropout: 0, or choose one of those models."
+        )
+    for option, owners in choices.option_owners().items():
+        default = choices.model(owners[0])["options"][option]["default"]
+        if model not in owners and experiment.get(option, default) != default:
+            own = ", ".join(entry["options"]) or "none"
+            raise UserError(
+                f"Config error: {key(option)} = {json.dumps(experiment[option])} is an option of "
+                f"{', '.join(owners)}; model {model} has no such option (its options: {own}). "
+                f"Remove {option}, or choose one of those models."
+            )
+    if experiment.get("conv1_init", "random") != "random" and weights == "none":
+        raise UserError(
+            f'Config error: {key("conv1_init")} = "{experiment["conv1_init"]}" averages '
+            "pretrained RGB filters, so it needs weights imagenet or a path. Set conv1_init: "
+            "random, or give pretrained weights."
         )
 
 

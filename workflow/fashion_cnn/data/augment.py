@@ -43,7 +43,7 @@ class Policy:
 
 
 # The named presets an experiment's `augmentation` chooses from. Adding one is a PRESETS.add line
-# here and a test; the config schema's enum is read from these lines (config.REGISTRY_ENUMS).
+# here, a test and `make choices` (the torch-free catalog the config validates with).
 PRESETS: Registry[Policy] = Registry("augmentation preset", "augmentation")
 PRESETS.add("none", Policy())
 # The chapter: RandomHorizontalFlip(), RandomRotation(10), RandomResizedCrop(28, scale=(0.9, 1)).

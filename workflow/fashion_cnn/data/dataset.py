@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fashion_cnn import NUM_CLASSES
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.files import atomic_path
 
@@ -67,8 +68,6 @@ FILES = (
         (),
     ),
 )
-FILES_BY_NAME = {item.filename: item for item in FILES}
-NUM_CLASSES = 10
 IDX_UBYTE = 0x08
 
 

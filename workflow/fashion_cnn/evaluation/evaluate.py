@@ -13,7 +13,7 @@ from fashion_cnn.config.settings import ExperimentSettings
 from fashion_cnn.core import provenance
 from fashion_cnn.core.files import write_csv, write_json
 from fashion_cnn.data.dataset import load_prepared
-from fashion_cnn.models.architectures import parameter_count
+from fashion_cnn.models.catalog import parameter_count
 from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint
 from fashion_cnn.models.inference import predict
 from fashion_cnn.training.device import resolve_device, set_threads

@@ -16,6 +16,7 @@ import torch  # noqa: E402
 from fashion_cnn import CLASS_NAMES  # noqa: E402
 from fashion_cnn.core.files import save_figure  # noqa: E402
 from fashion_cnn.data.augment import Policy, augment_batch  # noqa: E402
+from fashion_cnn.models.catalog import conv_layers  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +92,28 @@ def _filter_grid(axes, weights: torch.Tensor) -> None:
             axis.imshow(weights[index, 0].numpy(), cmap="gray")
 
 
-def plot_filters(model: torch.nn.Module, chapter_path: Path, layers_path: Path) -> None:
-    """The chapter's figure (first 16 filters of the last conv layer of the CNN; conv1 of
-    ResNet-18), and the first 16 filters of every conv layer (ResNet-18: all 64 of conv1)."""
-    from fashion_cnn.models.architectures import conv_layers
-
+def plot_filters(
+    model: torch.nn.Module, chapter_path: Path, layers_path: Path, filters: str
+) -> None:
+    """The chapter's figure and the first 16 filters of every conv layer. ``filters`` is the model
+    entry's: last (the chapter's CNN: the first 16 filters of its last conv layer), first (a
+    pretrained network's conv1: all its filters in the second figure), or none (no convolutions:
+    both figures say so)."""
     convs = conv_layers(model)
-    is_resnet = convs[0][0] == "conv1"
+    if filters == "none" or not convs:
+        for path in (chapter_path, layers_path):
+            figure, axis = plt.subplots(figsize=(6, 2))
+            axis.axis("off")
+            axis.text(
+                0.5,
+                0.5,
+                f"{type(model).__name__} has no convolution filters to draw",
+                ha="center",
+                va="center",
+            )
+            _save(figure, path)
+        return
+    is_resnet = filters == "first"
     chapter_name, chapter_conv = convs[0] if is_resnet else convs[-1]
     weights = chapter_conv.weight.detach().float().cpu()
     figure, axes = plt.subplots(4, 4, figsize=(6, 6))

@@ -17,7 +17,7 @@ from torch import nn
 
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.files import write_bytes
-from fashion_cnn.models.architectures import MODELS, build_model
+from fashion_cnn.models.catalog import MODELS, build_model
 
 FORMAT = "fashion-cnn-checkpoint/1"
 # What later steps read from a checkpoint, with the type each must have.

@@ -14,25 +14,28 @@ import logging
 from pathlib import Path
 
 import torch
+import torchvision.models
 from torch import nn
 
 from fashion_cnn.config.settings import ExperimentSettings
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.files import atomic_path, write_json
 from fashion_cnn.core.text import FALLBACK_SOURCE, fallback_mark
+from fashion_cnn.models.catalog import MODELS
 from fashion_cnn.models.checkpoint import FORMAT, load_file
 
 log = logging.getLogger(__name__)
 
-# Models with published ImageNet weights: torchvision's weights enum for each (config.py keeps
-# the names, PRETRAINED_MODELS, torch-free; tests/test_checkpoint.py holds the two equal).
-PRETRAINED = {"resnet18": "ResNet18_Weights", "vit_b16": "ViT_B_16_Weights"}
-
 
 def imagenet_weights_url(model: str = "resnet18") -> str:
-    import torchvision.models
-
-    return getattr(torchvision.models, PRETRAINED[model]).IMAGENET1K_V1.url
+    """torchvision's IMAGENET1K_V1 file of ``model`` (its entry names torchvision's weights enum)."""
+    pretrained = MODELS.get(model).pretrained
+    if pretrained is None:
+        raise UserError(
+            f"Model {model} has no published ImageNet weights here; models with them: "
+            f"{', '.join(name for name in MODELS if MODELS.get(name).pretrained)}."
+        )
+    return getattr(torchvision.models, pretrained.torchvision_weights).IMAGENET1K_V1.url
 
 
 def fetch_imagenet_weights(
@@ -143,9 +146,10 @@ def apply_weights(model: nn.Module, model_name: str, source: Path, conv1_init: s
     """
     pretrained = _state_dict_from_file(source)
     own = model.state_dict()
-    replaced = REPLACED.get(model_name, set())
-    if model_name == "vit_b16":
-        pretrained = _vit_layout(pretrained, model)
+    entry = MODELS.get(model_name).pretrained
+    replaced = entry.head_keys if entry else frozenset()
+    if entry and entry.layout:
+        pretrained = entry.layout(pretrained, model)
     loaded, kept_fresh, problems = [], [], []
     for key, tensor in own.items():
         incoming = pretrained.get(key)
@@ -182,29 +186,6 @@ def apply_weights(model: nn.Module, model_name: str, source: Path, conv1_init: s
     return {"loaded": len(loaded), "fresh": kept_fresh}
 
 
-# The layers each model replaces (fresh), whatever the pretrained file holds.
-REPLACED = {
-    "resnet18": {"conv1.weight", "fc.weight", "fc.bias", "fc.0.weight", "fc.0.bias"},
-    "vit_b16": {"vit.heads.0.weight", "vit.heads.0.bias"},
-}
-
-
-def _vit_layout(pretrained: dict, model: nn.Module) -> dict:
-    """torchvision's ViT-B/16 state_dict (keys ``conv_proj.weight``, ``encoder.…``, 224x224
-    position embeddings) in this model's layout: under ``vit.``, the position embeddings
-    interpolated (bicubic, torchvision's own function) to the model's image size. A fashion-cnn
-    vit_b16 checkpoint (keys already under ``vit.``) passes unchanged."""
-    if any(key.startswith("vit.") for key in pretrained):
-        return pretrained
-    from torchvision.models.vision_transformer import interpolate_embeddings
-
-    if "encoder.pos_embedding" in pretrained:
-        pretrained = interpolate_embeddings(
-            model.vit.image_size, model.vit.patch_size, dict(pretrained)
-        )
-    return {f"vit.{key}": tensor for key, tensor in pretrained.items()}
-
-
 def initialise(
     model: nn.Module, experiment: ExperimentSettings, weights_input: str | None, strict: bool
 ) -> str:
@@ -224,11 +205,17 @@ def initialise(
                 raise UserError(message + ". pretrained.strict is true: fetch the weights first.")
             log.warning(message)
             return FALLBACK_SOURCE
-        apply_weights(model, experiment.model, Path(status["path"]), experiment.conv1_init)
+        apply_weights(model, experiment.model, Path(status["path"]), _conv1_init(experiment))
         return f"imagenet ({Path(status['path']).name}{_conv1_note(experiment)})"
-    apply_weights(model, experiment.model, Path(choice), experiment.conv1_init)
+    apply_weights(model, experiment.model, Path(choice), _conv1_init(experiment))
     return f"file {choice}{_conv1_note(experiment)}"
 
 
 def _conv1_note(experiment: ExperimentSettings) -> str:
-    return f", conv1 {experiment.conv1_init}" if experiment.model == "resnet18" else ""
+    init = experiment.model_options.get("conv1_init")
+    return f", conv1 {init}" if init else ""
+
+
+def _conv1_init(experiment: ExperimentSettings) -> str:
+    """ResNet-18's conv1_init option; random for a model without it."""
+    return experiment.model_options.get("conv1_init", "random")

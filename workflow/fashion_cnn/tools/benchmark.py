@@ -250,7 +250,7 @@ def _timed(batches, step, steps: int, warmup: int, device) -> float:
 def _model(name: str, device, channels_last: bool = False):
     import torch
 
-    from fashion_cnn.models.architectures import build_model
+    from fashion_cnn.models.catalog import build_model
 
     torch.manual_seed(0)
     model = build_model(name, {"output_softmax": False}).to(device)
@@ -378,7 +378,7 @@ def engine_step(images, labels, model_name, preset, batch_size, device, switches
     import torch
 
     from fashion_cnn.data.augment import get_policy
-    from fashion_cnn.models.architectures import one_pixel_convolutions_as_matmuls
+    from fashion_cnn.models.layers import one_pixel_convolutions_as_matmuls
     from fashion_cnn.training.batches import DeviceBatches
     from fashion_cnn.training.engine import train_step
     from fashion_cnn.training.graphs import GraphedStep

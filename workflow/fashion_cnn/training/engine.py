@@ -24,15 +24,10 @@ from fashion_cnn.core.errors import TrainingInterrupted, UserError
 from fashion_cnn.core.files import write_csv, write_text
 from fashion_cnn.core.text import format_duration
 from fashion_cnn.data.augment import get_policy
-from fashion_cnn.models.architectures import (
-    build_model,
-    model_arguments,
-    one_pixel_convolutions_as_matmuls,
-    parameter_count,
-    summary_table,
-)
+from fashion_cnn.models.catalog import build_model, model_arguments, parameter_count, summary_table
 from fashion_cnn.models.checkpoint import FORMAT, save_checkpoint, settings_fingerprint
 from fashion_cnn.models.checkpoint import load_file as load_state_file
+from fashion_cnn.models.layers import one_pixel_convolutions_as_matmuls
 from fashion_cnn.models.weights import initialise
 from fashion_cnn.training.batches import DeviceBatches, LoaderBatches, SemiSupervisedBatches
 from fashion_cnn.training.device import Switches, keep_freed_memory, resolve_device, set_threads

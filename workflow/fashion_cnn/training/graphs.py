@@ -22,28 +22,27 @@ import logging
 import torch
 from torch import nn
 
+from fashion_cnn.training.optim import OPTIMIZERS, SCHEDULES
+
 log = logging.getLogger(__name__)
 
 WARMUP_STEPS = 3
-# Schedules whose only change per step is the learning rate (filled into the optimizer's lr
-# tensor in place). OneCycleLR also rewrites Adam's betas as Python numbers, which a graph would
-# freeze at their captured values.
-GRAPH_SCHEDULES = ("constant", "cosine")
-# Optimizers with a capturable implementation (step count and lr on the device).
-GRAPH_OPTIMIZERS = ("adam", "adamw")
 
 
 def unsupported(optimizer: str, lr_schedule: str) -> str | None:
-    """Why a recipe's step cannot be one CUDA graph, or None when it can."""
-    if optimizer not in GRAPH_OPTIMIZERS:
+    """Why a recipe's step cannot be one CUDA graph, or None when it can: the optimizer's and the
+    schedule's registry entries say (``capturable``, ``graph_safe``)."""
+    if not OPTIMIZERS.get(optimizer).capturable:
+        able = [name for name in OPTIMIZERS if OPTIMIZERS.get(name).capturable]
         return (
             f"optimizer {optimizer} has no capturable implementation here "
-            f"(graphs support {', '.join(GRAPH_OPTIMIZERS)})"
+            f"(graphs support {', '.join(able)})"
         )
-    if lr_schedule not in GRAPH_SCHEDULES:
+    if not SCHEDULES.get(lr_schedule).graph_safe:
+        able = [name for name in SCHEDULES if SCHEDULES.get(name).graph_safe]
         return (
             f"lr_schedule {lr_schedule} changes more than the learning rate each step "
-            f"(graphs support {', '.join(GRAPH_SCHEDULES)})"
+            f"(graphs support {', '.join(able)})"
         )
     return None
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fashion_cnn import NUM_CLASSES
 from fashion_cnn.config.settings import ExperimentSettings
-from fashion_cnn.models.architectures import NUM_CLASSES
 
 
 class ConsistencyLoss(nn.Module):

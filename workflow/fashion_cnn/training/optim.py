@@ -1,13 +1,16 @@
 """Optimizers and learning-rate schedules, built from an experiment's settings.
 
-Each is registered by name (``OPTIMIZERS``, ``SCHEDULES``); an experiment's ``optimizer`` and
-``lr_schedule`` choose from them. Adding one is a function here with its decorator and a test;
-the config schema's enum is read from the decorators (config.REGISTRY_ENUMS).
+Each is one registry entry (``OPTIMIZERS``, ``SCHEDULES``) that carries its builder and its flags
+(fused on a CPU, capturable in a CUDA graph); an experiment's ``optimizer`` and ``lr_schedule``
+choose from them, and everything else asks the entry. Adding one is an entry here and a test, and
+``make choices`` (the torch-free catalog the config validates with).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,27 +18,46 @@ from torch import nn
 from fashion_cnn.config.settings import ExperimentSettings
 from fashion_cnn.core.registry import Registry
 
-# A builder gets (parameters, lr, weight_decay, **options); options hold ``capturable`` when the
-# step is captured in a CUDA graph (lr is then a tensor on the device).
-OptimizerBuilder = Callable[..., torch.optim.Optimizer]
-OPTIMIZERS: Registry[OptimizerBuilder] = Registry("optimizer", "optimizer")
-# A schedule builder gets (optimizer, experiment, total steps) and returns a scheduler stepped
-# every batch, or None for a constant rate.
-SCHEDULES: Registry[Callable] = Registry("learning-rate schedule", "lr_schedule")
+
+@dataclass(frozen=True)
+class OptimizerEntry:
+    """One optimizer choice: its builder, gets (parameters, lr, weight_decay, **options), where
+    options hold ``capturable`` when the step is captured in a CUDA graph (lr is then a tensor on
+    the device) and ``fused`` on a CPU where ``fused_on_cpu``; and its flags."""
+
+    build: Callable[..., torch.optim.Optimizer]
+    description: str
+    # PyTorch's fused CPU kernel: one pass per tensor instead of a Python loop of a dozen
+    # element-wise kernels (the same fp32 arithmetic; docs/benchmarks.md, "ResNet-18 on this CPU")
+    fused_on_cpu: bool = False
+    capturable: bool = False  # a capturable implementation: step count and lr on the device
 
 
-@OPTIMIZERS.register("adam")
+@dataclass(frozen=True)
+class ScheduleEntry:
+    """One learning-rate schedule: its builder gets (optimizer, experiment, total steps) and
+    returns a scheduler stepped every batch, or None for a constant rate."""
+
+    build: Callable[..., Any]
+    description: str
+    # its only change per step is the learning rate, which a CUDA graph reads from a device tensor
+    # (OneCycleLR also rewrites Adam's betas as Python numbers, which a graph would freeze)
+    graph_safe: bool = False
+
+
+OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", "optimizer")
+SCHEDULES: Registry[ScheduleEntry] = Registry("learning-rate schedule", "lr_schedule")
+
+
 def adam(parameters, lr, weight_decay: float, **options) -> torch.optim.Optimizer:
     """The chapter's optimizer."""
     return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, **options)
 
 
-@OPTIMIZERS.register("adamw")
 def adamw(parameters, lr, weight_decay: float, **options) -> torch.optim.Optimizer:
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, **options)
 
 
-@OPTIMIZERS.register("sgd")
 def sgd(parameters, lr, weight_decay: float, **options) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum 0.9."""
     return torch.optim.SGD(
@@ -43,29 +65,29 @@ def sgd(parameters, lr, weight_decay: float, **options) -> torch.optim.Optimizer
     )
 
 
-@SCHEDULES.register("constant")
 def constant(optimizer, experiment: ExperimentSettings, total_steps: int):
     """The chapter: the learning rate never changes."""
     return None
 
 
-@SCHEDULES.register("onecycle")
 def onecycle(optimizer, experiment: ExperimentSettings, total_steps: int):
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=experiment.learning_rate, total_steps=total_steps
     )
 
 
-@SCHEDULES.register("cosine")
 def cosine(optimizer, experiment: ExperimentSettings, total_steps: int):
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
 
 
-# Measured (docs/benchmarks.md, "ResNet-18 on this CPU"): on a CPU, PyTorch's default Adam is a
-# Python loop of a dozen element-wise kernels per tensor; fused, one pass per tensor. ResNet-18's
-# update (11.2M parameters): 55 -> 20 ms per step on an AVX-512 EPYC; the chapter's CNN (167k):
-# no difference measured. The same arithmetic, in fp32.
-FUSED_ON_CPU = {"adam", "adamw"}
+OPTIMIZERS.add("adam", OptimizerEntry(adam, "the chapter's", fused_on_cpu=True, capturable=True))
+OPTIMIZERS.add(
+    "adamw", OptimizerEntry(adamw, "decoupled weight decay", fused_on_cpu=True, capturable=True)
+)
+OPTIMIZERS.add("sgd", OptimizerEntry(sgd, "momentum 0.9, Nesterov"))
+SCHEDULES.add("constant", ScheduleEntry(constant, "the chapter: never changes", graph_safe=True))
+SCHEDULES.add("onecycle", ScheduleEntry(onecycle, "one cycle up to learning_rate and down"))
+SCHEDULES.add("cosine", ScheduleEntry(cosine, "cosine annealing to 0", graph_safe=True))
 
 
 def make_optimizer(
@@ -77,10 +99,11 @@ def make_optimizer(
     """The experiment's optimizer; for a CUDA-graph step (``graph_device``), capturable with its
     learning rate in a device tensor that schedules fill in place (fashion_cnn.training.graphs); on a
     CPU, Adam and AdamW fused."""
-    build = OPTIMIZERS.get(experiment.optimizer)
+    entry = OPTIMIZERS.get(experiment.optimizer)
+    build = entry.build
     if graph_device is None:
         options = {}
-        if device is not None and device.type == "cpu" and experiment.optimizer in FUSED_ON_CPU:
+        if device is not None and device.type == "cpu" and entry.fused_on_cpu:
             options["fused"] = True
         return build(
             model.parameters(), experiment.learning_rate, experiment.weight_decay, **options
@@ -98,4 +121,4 @@ def set_learning_rate_kind(optimizer, graph_device: torch.device | None) -> None
 
 
 def make_scheduler(optimizer, experiment: ExperimentSettings, total_steps: int):
-    return SCHEDULES.get(experiment.lr_schedule)(optimizer, experiment, total_steps)
+    return SCHEDULES.get(experiment.lr_schedule).build(optimizer, experiment, total_steps)
