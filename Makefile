@@ -68,9 +68,9 @@ report:
 test: setup-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The quick subset (under 3 minutes on 2 cores): no real Snakemake DAG, no SLURM cluster, none of
-# the tests that train or run Snakemake in a subprocess.
-test-fast: setup-test
+# The quick subset (README, "Tests"): no real Snakemake DAG, no SLURM cluster, none of the tests
+# that train or run Snakemake in a subprocess, so neither Chromium nor SLURM is installed for it.
+test-fast: setup
 	$(PY) -m pytest -m "not workflow and not slurm and not slow" $(PYTEST_ARGS)
 
 # Training and inference speed, the chapter's loop vs the engine (docs/benchmarks.md).
