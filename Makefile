@@ -95,8 +95,9 @@ choices: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(PY) -m fashion_cnn choices --check
-	$(VENV)/bin/ruff check workflow tests
-	$(VENV)/bin/ruff format --check workflow tests
+	$(VENV)/bin/ruff check workflow tests tools
+	$(VENV)/bin/ruff format --check workflow tests tools
+	$(VENV)/bin/mypy
 	$(VENV)/bin/snakefmt --check Snakefile workflow/Snakefile workflow/rules
 	$(SNAKEMAKE) --lint
 

@@ -128,7 +128,7 @@ def snakemake(
 def tiny_training_job(folder: Path, data: Path, threads: int = 1, **changes):
     """A TrainingJob for the baseline recipe on a few real images (changes override the recipe)."""
     from fashion_cnn.config.settings import EngineSettings, ExperimentSettings
-    from fashion_cnn.training.engine import TrainingJob
+    from fashion_cnn.training.run import TrainingJob
 
     config = base_config()
     return TrainingJob(

@@ -55,7 +55,7 @@ def test_rotation_matches_torchvision_rotate_at_the_same_angle():
 
 def test_resized_crop_boxes_follow_torchvision_distribution():
     top, left, box_h, box_w = _crop_boxes(
-        Policy(crop_scale=(0.9, 1.0)), 20000, 28, 28, generator(), CPU
+        Policy(crop_scale=(0.9, 1.0)), 20000, 28, 28, generator=generator(), device=CPU
     )
     assert bool(((box_w <= 28) & (box_h <= 28) & (top + box_h <= 28) & (left + box_w <= 28)).all())
     assert bool((box_w == box_w.round()).all() and (top == top.round()).all())

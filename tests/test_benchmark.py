@@ -89,7 +89,7 @@ def test_benchmark_under_contention_and_its_profile(tmp_path, prepared_data):
     """Competing busy processes run for the measurement and are gone after it (beside the
     engine with its threads chosen while it runs, the switch adapt); the profile of the engine's
     step adds up and counts each convolution's arithmetic from its shapes."""
-    from fashion_cnn.tools.benchmark import COMPETITORS
+    from fashion_cnn.tools.benchmark.arguments import COMPETITORS
 
     json_path = tmp_path / "benchmark.json"
     result = cli(

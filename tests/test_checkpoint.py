@@ -136,7 +136,7 @@ def test_offline_fetch_records_unavailable_and_training_goes_on_loudly(tmp_path,
     assert status["available"] is False and "download.pytorch.org" in status["url"]
     assert not list((tmp_path / "weights").glob("*.pth"))
     experiment = ExperimentSettings.from_dict(base_config()["experiments"]["resnet18_finetune"])
-    assert (experiment.weights, experiment.chapter_accuracy) == ("imagenet", 0.91)
+    assert (experiment.model.weights, experiment.chapter_accuracy) == ("imagenet", 0.91)
     source = initialise(resnet18_for_fashion(), experiment, str(status_path), strict=False)
     assert source == "random init (ImageNet weights unavailable)"
     assert (
@@ -331,7 +331,7 @@ def test_googles_own_vit_checkpoint_loads_by_its_key_names(vit_b16_layout_file, 
     experiment = ExperimentSettings.from_dict(
         dict(base_config()["experiments"]["vit_b16_finetune"], weights=str(path))
     )
-    arguments = model_arguments(experiment)
+    arguments = model_arguments(experiment.model)
     assert arguments["statistics"] == "google"
     model = build_model("vit_b16", arguments)
     source = initialise(model, experiment, None, strict=False)

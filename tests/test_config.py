@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, assert_no_traceback, base_config, cli, flat, snakemake
-from fashion_cnn.config.validation import load_schema, read_config_file, validate_config
+from fashion_cnn.config.schema import load_schema
+from fashion_cnn.config.validation import read_config_file, validate_config
 from fashion_cnn.core.errors import UserError
 
 

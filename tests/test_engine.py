@@ -37,7 +37,7 @@ def test_a_few_steps_lower_the_loss_on_real_images(arrays):
     loss_function = torch.nn.CrossEntropyLoss()
     first = loss_function(model(images), labels).item()
     for _ in range(20):
-        train_step(model, optimizer, None, loss_function, images, labels, bf16=False)
+        train_step(model, optimizer, loss_function, images, labels)
     assert loss_function(model(images), labels).item() < 0.7 * first
 
 
@@ -322,7 +322,7 @@ def test_train_command_reports_a_missing_dataset(tmp_path):
 
 def test_the_divergence_message_names_bf16_when_it_is_on(tmp_path, prepared_data, monkeypatch):
     """The guard itself, on a NaN running loss: with bf16 autocast on, precision is named too."""
-    from fashion_cnn.training.engine import start_run
+    from fashion_cnn.training.run import start_run
 
     monkeypatch.setattr(
         "fashion_cnn.training.device.cpu_flags", lambda: {"amx_bf16"}
@@ -345,7 +345,7 @@ def test_a_long_epoch_logs_its_progress(tmp_path, prepared_data, monkeypatch, ca
 
     monkeypatch.setattr(engine, "PROGRESS_SECONDS", 0.0)
     job = tiny_training_job(tmp_path, prepared_data, train_subset=256, epochs=2, batch_size=64)
-    with caplog.at_level("INFO", logger="fashion_cnn.training.engine"):
+    with caplog.at_level("INFO", logger="fashion_cnn.training"):
         train_model(job)
     lines = [r.getMessage() for r in caplog.records if ": step " in r.getMessage()]
     assert len(lines) == 8  # every step of 2 epochs of 4 steps
@@ -363,7 +363,7 @@ def test_a_long_epoch_logs_its_progress(tmp_path, prepared_data, monkeypatch, ca
 def test_validation_images_are_the_last_ones_and_never_trained_on(tmp_path, prepared_data, arrays):
     """The first 60,000 - N training images train, the last N validate; the test set is not
     touched. The source the loop draws batches from holds exactly the training part."""
-    from fashion_cnn.training.engine import start_run
+    from fashion_cnn.training.run import start_run
 
     job = tiny_training_job(tmp_path, prepared_data, train_subset=0, validation_images=5000)
     run = start_run(job)
@@ -430,7 +430,7 @@ def test_the_weights_average_is_delivered_and_leaves_training_alone(tmp_path, pr
 def test_the_warmed_up_average_follows_the_first_steps_then_decays_at_ema_decay():
     """ema_warmup: the n-th update after the first (a copy) uses the decay
     min(ema_decay, (1 + n) / (10 + n)), for weights and BatchNorm statistics alike."""
-    from fashion_cnn.training.engine import moving_average
+    from fashion_cnn.training.run import moving_average
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))

@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from conftest import base_config, tiny_training_job
+from fashion_cnn.config.settings import ExportSettings
 from fashion_cnn.data.augment import to_float_batch
 from fashion_cnn.evaluation.export import export_onnx
 from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint
@@ -24,13 +25,13 @@ def trained(request, tmp_path_factory, prepared_data):
         folder, prepared_data, threads=2, train_subset=512, epochs=1, output_softmax=request.param
     )
     train_model(job)
-    settings = dict(config["export"], latency_repeats=20)
+    settings = ExportSettings.from_dict(config["export"]).replace(latency_repeats=20)
     export_onnx(
         job.model_path,
         prepared_data,
-        folder / "model.onnx",
-        folder / "onnx_check.json",
-        settings,
+        onnx_path=folder / "model.onnx",
+        report_path=folder / "onnx_check.json",
+        settings=settings,
         threads=2,
     )
     return folder
@@ -88,9 +89,11 @@ def test_the_small_resnet_trains_exports_and_matches_in_onnx_runtime(tmp_path, p
     export_onnx(
         job.model_path,
         prepared_data,
-        tmp_path / "model.onnx",
-        tmp_path / "onnx_check.json",
-        dict(config["export"], latency_repeats=5, parity_images=200),
+        onnx_path=tmp_path / "model.onnx",
+        report_path=tmp_path / "onnx_check.json",
+        settings=ExportSettings.from_dict(config["export"]).replace(
+            latency_repeats=5, parity_images=200
+        ),
         threads=2,
     )
     graph = onnx.load(str(tmp_path / "model.onnx"))

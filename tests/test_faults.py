@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 import pytest
 from conftest import CONFIGS, REPO, assert_no_traceback, cli, flat, snakemake_argv
-from fashion_cnn.config.validation import visible_gpus
-from fashion_cnn.evaluation.evaluate import evaluate_model
+from fashion_cnn.config.site import visible_gpus
+from fashion_cnn.evaluation.evaluate import EvaluationOutputs, evaluate_model
 from fashion_cnn.models.checkpoint import load_checkpoint
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -345,12 +345,10 @@ def test_same_seed_same_metrics(tmp_path, prepared_data):
             evaluate_model(
                 folder / "model.pt",
                 prepared_data,
-                folder / "metrics.json",
-                folder / "confusion.csv",
-                folder / "per_class.csv",
-                "cpu",
-                1000,
-                1,
+                EvaluationOutputs(
+                    folder / "metrics.json", folder / "confusion.csv", folder / "per_class.csv"
+                ),
+                device_spec="cpu",
             )
         )
     assert metrics[0]["test_accuracy"] == metrics[1]["test_accuracy"]

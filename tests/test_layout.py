@@ -20,6 +20,10 @@ TORCH_FREE = [
     "fashion_cnn.results.stats",
     "fashion_cnn.results.comparisons",
     "fashion_cnn.config.validation",
+    "fashion_cnn.config.schema",
+    "fashion_cnn.config.checks",
+    "fashion_cnn.config.site",
+    "fashion_cnn.config.settings",
     "fashion_cnn.config.sweeps",
 ]
 
@@ -110,3 +114,88 @@ def test_the_module_loads_no_torch(module):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False", f"importing {module} loaded torch"
+
+
+# ----------------------------------------------------------------------------- function shapes
+
+LONGEST_FUNCTION = 60  # lines, docstring included
+MOST_POSITIONAL = 5  # parameters a caller may pass by position (self and cls aside)
+
+
+def _functions():
+    for path in MODULES.values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                yield path.relative_to(PACKAGE), node
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = [
+        f"{path}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path, node in _functions()
+        if node.end_lineno - node.lineno + 1 > LONGEST_FUNCTION
+    ]
+    assert not long, f"functions over {LONGEST_FUNCTION} lines (split them):\n" + "\n".join(long)
+
+
+def test_no_function_takes_more_than_five_positional_arguments():
+    """Past five, a call reads as a row of unnamed values: the rest are keyword-only."""
+    wide = []
+    for path, node in _functions():
+        names = [a.arg for a in node.args.posonlyargs + node.args.args]
+        count = len(names) - (1 if names and names[0] in ("self", "cls") else 0)
+        if count > MOST_POSITIONAL:
+            wide.append(f"{path}:{node.lineno} {node.name} ({count} positional)")
+    assert not wide, "make the later parameters keyword-only (after *):\n" + "\n".join(wide)
+
+
+def _unexplained_imports(source: str) -> list[int]:
+    """Lines of imports inside functions with no comment saying why: on the import's line or the
+    line above it; an import that follows another import directly shares that one's comment."""
+    lines = source.splitlines()
+    missing = []
+
+    def visit(body: list[ast.stmt], in_function: bool) -> None:
+        explained = False
+        for statement in body:
+            if isinstance(statement, ast.Import | ast.ImportFrom) and in_function:
+                line = statement.lineno - 1
+                own = "#" in lines[line] or lines[line - 1].strip().startswith("#")
+                explained = own or explained
+                if not explained:
+                    missing.append(statement.lineno)
+                continue
+            explained = False
+            inner = isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef) or in_function
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                children = getattr(statement, field, None)
+                if isinstance(children, list) and children and isinstance(children[0], ast.AST):
+                    if field == "handlers":
+                        for handler in children:
+                            visit(handler.body, inner)
+                    else:
+                        visit(children, inner)
+
+    visit(ast.parse(source).body, False)
+    return missing
+
+
+def test_an_import_inside_a_function_says_what_it_avoids():
+    unexplained = [
+        f"{path.relative_to(PACKAGE)}:{line}"
+        for path in MODULES.values()
+        for line in _unexplained_imports(path.read_text())
+    ]
+    assert not unexplained, (
+        "import at the top of the module, or say in a comment which cycle or cost it avoids:\n"
+        + "\n".join(unexplained)
+    )
+
+
+def test_the_import_rule_catches_an_unexplained_import():
+    source = (
+        "def f():\n    import os\n    return os\n\n"
+        "def g():\n    # torch only here: a second to import\n    import torch\n    import numpy\n"
+        "    return torch, numpy\n"
+    )
+    assert _unexplained_imports(source) == [2]

@@ -226,9 +226,9 @@ def test_every_experiment_of_the_config_builds_its_model_with_its_arguments():
     counts = {}
     for name, values in experiments.items():
         experiment = ExperimentSettings.from_dict(values)
-        if experiment.model == "vit_b16":
+        if experiment.model.name == "vit_b16":
             continue  # 86M parameters at 224x224: tests/test_engine.py trains it small
-        model = build_model(experiment.model, model_arguments(experiment)).eval()
+        model = build_model(experiment.model.name, model_arguments(experiment.model)).eval()
         with torch.no_grad():
             assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10), name
         counts[name] = parameter_count(model)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import base_config
 from fashion_cnn.config.choices import CATALOG_PATH, option_owners
+from fashion_cnn.config.schema import schema_at
 from fashion_cnn.config.settings import ExperimentSettings
-from fashion_cnn.config.validation import schema_at
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.registry import Registry
 from fashion_cnn.data.augment import PRESETS, Policy, get_policy
@@ -44,7 +44,7 @@ def test_the_committed_catalog_describes_the_registries():
 def test_a_new_registered_model_reaches_the_schema_through_the_catalog(tmp_path, monkeypatch):
     """Adding a model is one entry (and its test): make choices carries its name, options and
     ranges into the config schema, which reads no torch."""
-    from fashion_cnn.config import choices, validation
+    from fashion_cnn.config import choices, schema, validation
 
     @dataclasses.dataclass(frozen=True)
     class TinyOptions:
@@ -55,7 +55,7 @@ def test_a_new_registered_model_reaches_the_schema_through_the_catalog(tmp_path,
     write_or_check(check=False, path=path)
     monkeypatch.setattr(choices, "CATALOG_PATH", path)
     choices.catalog.cache_clear()
-    validation._schema.cache_clear()
+    schema._schema.cache_clear()
     try:
         assert schema_at("experiments.*.model")["enum"][-1] == "tiny_mlp"
         assert schema_at("experiments.*.hidden")["default"] == 32
@@ -65,7 +65,7 @@ def test_a_new_registered_model_reaches_the_schema_through_the_catalog(tmp_path,
             validation.validate_config(config)
     finally:
         choices.catalog.cache_clear()
-        validation._schema.cache_clear()
+        schema._schema.cache_clear()
 
 
 def test_an_option_shared_by_models_has_one_default():
@@ -91,11 +91,11 @@ def _experiment(**changes) -> ExperimentSettings:
         ),
         (lambda: get_policy("mixup"), "Unknown augmentation preset 'mixup'."),
         (
-            lambda: make_optimizer(ChapterCNN(), _experiment(optimizer="adamm")),
+            lambda: make_optimizer(ChapterCNN(), _experiment(optimizer="adamm").training),
             "Unknown optimizer 'adamm'. Did you mean 'adam'?",
         ),
         (
-            lambda: make_scheduler(None, _experiment(lr_schedule="step"), 10),
+            lambda: make_scheduler(None, _experiment(lr_schedule="step").training, 10),
             "Unknown learning-rate schedule 'step'.",
         ),
     ],
@@ -109,7 +109,9 @@ def test_an_unknown_name_is_a_user_error_never_a_fallback(ask, expected):
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
 def test_each_optimizer_builds_what_its_name_says(name):
-    optimizer = make_optimizer(ChapterCNN(), _experiment(optimizer=name, weight_decay=0.01))
+    optimizer = make_optimizer(
+        ChapterCNN(), _experiment(optimizer=name, weight_decay=0.01).training
+    )
     expected = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     assert type(optimizer) is expected[name]
     assert optimizer.param_groups[0]["lr"] == 1.0e-3
@@ -120,8 +122,8 @@ def test_schedules_step_the_rate_as_named():
     rates = {}
     for name in SCHEDULES:
         model = ChapterCNN()
-        optimizer = make_optimizer(model, _experiment())
-        scheduler = make_scheduler(optimizer, _experiment(lr_schedule=name), 10)
+        optimizer = make_optimizer(model, _experiment().training)
+        scheduler = make_scheduler(optimizer, _experiment(lr_schedule=name).training, 10)
         seen = []
         for _ in range(5):
             optimizer.step()
@@ -146,13 +148,13 @@ def test_on_a_cpu_adam_is_fused_and_takes_the_default_step():
     parameters): a few steps of each from the same start end at the same weights."""
     cpu = torch.device("cpu")
     for name in ("adam", "adamw", "sgd"):
-        optimizer = make_optimizer(ChapterCNN(), _experiment(optimizer=name), device=cpu)
+        optimizer = make_optimizer(ChapterCNN(), _experiment(optimizer=name).training, device=cpu)
         assert optimizer.param_groups[0].get("fused") is (True if name != "sgd" else None)
     models = []
     for device in (None, cpu):  # None: no device named, the default implementation
         torch.manual_seed(0)
         model = ChapterCNN()
-        optimizer = make_optimizer(model, _experiment(weight_decay=0.01), device=device)
+        optimizer = make_optimizer(model, _experiment(weight_decay=0.01).training, device=device)
         images, labels = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
         for _ in range(5):
             optimizer.zero_grad()

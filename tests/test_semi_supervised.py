@@ -12,8 +12,9 @@ from fashion_cnn.evaluation.plots import plot_history
 from fashion_cnn.models.catalog import build_model
 from fashion_cnn.models.checkpoint import load_checkpoint
 from fashion_cnn.training.batches import SemiSupervisedBatches
-from fashion_cnn.training.engine import start_run, train_model
+from fashion_cnn.training.engine import train_model
 from fashion_cnn.training.losses import ConsistencyLoss, WeakViewsWithoutGradients
+from fashion_cnn.training.run import start_run
 
 SEMI = {
     "model": "cnn_bn",
@@ -167,12 +168,12 @@ def test_batches_hold_the_labelled_images_then_two_views_of_unlabelled_ones(arra
         arrays["train_labels"][:100],
         unlabelled,
         torch.device("cpu"),
-        get_policy("none"),  # weak view = the image itself, to find it below
-        get_policy("strong"),
-        32,
-        3,
-        generator,
-        False,
+        policy=get_policy("none"),  # weak view = the image itself, to find it below
+        strong_policy=get_policy("strong"),
+        batch_size=32,
+        ratio=3,
+        generator=generator,
+        channels_last=False,
     )
     batches = list(source.batches(source.new_order(), 0))
     assert len(batches) == len(source) == 4  # epochs are over the labelled images
@@ -305,12 +306,12 @@ def test_both_views_come_from_the_same_unlabelled_images(arrays):
         arrays["train_labels"][:64],
         arrays["train_images"][64:1064],
         torch.device("cpu"),
-        get_policy("none"),
-        get_policy("none"),
-        32,
-        4,
-        torch.Generator().manual_seed(1),
-        False,
+        policy=get_policy("none"),
+        strong_policy=get_policy("none"),
+        batch_size=32,
+        ratio=4,
+        generator=torch.Generator().manual_seed(1),
+        channels_last=False,
     )
     images, labels = next(iter(source.batches(source.new_order(), 0)))
     weak, strong = images[32:].chunk(2)
@@ -353,7 +354,7 @@ def test_a_fixed_number_of_steps_per_epoch_cycles_through_the_labelled_images(
     assert len(batches) == 5 and all(len(labels) == SEMI["batch_size"] for _, labels in batches)
     history = train_model(job)["progress"]["history"]
     assert len(history) == 2  # the cosine schedule spans the 10 steps: it ends at its floor
-    assert history[-1]["learning_rate"] < 1e-3 * job.experiment.learning_rate
+    assert history[-1]["learning_rate"] < 1e-3 * job.experiment.training.learning_rate
     bigger = start_run(
         tiny_training_job(
             tmp_path / "more", prepared_data, **dict(SEMI, train_subset=400, steps_per_epoch=5)

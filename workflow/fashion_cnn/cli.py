@@ -1,7 +1,9 @@
 """Command line: one subcommand per workflow step (``python -m fashion_cnn STEP --help``).
 
 A user mistake ends with one paragraph on stderr (and in the log) and exit status 2, never a
-traceback. SIGTERM during training saves the state and exits with 143, so a rerun resumes.
+traceback. Each command imports its stage inside its function: the parser, ``check-config`` and
+``choices`` start in a fraction of a second, without torch (which takes seconds to import, and on
+a login node may exist only inside the container). SIGTERM during training saves the state and exits with 143, so a rerun resumes.
 """
 
 from __future__ import annotations
@@ -11,13 +13,21 @@ import errno
 import json
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from fashion_cnn.config.choices import models_with
-from fashion_cnn.config.validation import argument_type, schema_at
+from fashion_cnn.config.schema import argument_type, schema_at
+from fashion_cnn.config.settings import (
+    EngineSettings,
+    ExperimentSettings,
+    ExportSettings,
+    PretrainedSettings,
+)
 from fashion_cnn.core.attempts import attempts_path, finish_attempt, start_attempt
 from fashion_cnn.core.errors import TrainingInterrupted, UserError
-from fashion_cnn.tools.benchmark import add_arguments as add_benchmark_arguments
+from fashion_cnn.tools.benchmark.arguments import add_arguments as add_benchmark_arguments
 
 log = logging.getLogger("fashion_cnn")
 
@@ -64,12 +74,14 @@ def setup_logging(log_path: str | None) -> None:
 
 
 def _config(args) -> dict:
+    # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.config.validation import load_config
 
     return load_config(args.configfile or [], args.config_json or [])
 
 
 def _experiment(args) -> tuple[dict, dict]:
+    # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.config.validation import get_experiment
 
     config = _config(args)
@@ -87,18 +99,21 @@ def cmd_check_config(args) -> None:
 
 
 def cmd_download_data(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.data.dataset import download_dataset
 
     download_dataset(args.mirror, Path(args.folder), args.timeout)
 
 
 def cmd_prepare_data(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.data.dataset import prepare_dataset
 
     prepare_dataset(Path(args.raw_folder), Path(args.output))
 
 
 def cmd_plot_samples(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.data.dataset import load_prepared
     from fashion_cnn.evaluation.plots import plot_samples
 
@@ -109,6 +124,7 @@ def cmd_plot_samples(args) -> None:
 
 
 def cmd_plot_augmentations(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.data.dataset import load_prepared
     from fashion_cnn.evaluation.plots import plot_augmentations
 
@@ -117,6 +133,7 @@ def cmd_plot_augmentations(args) -> None:
 
 
 def cmd_fetch_weights(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.models.weights import fetch_imagenet_weights
 
     fetch_imagenet_weights(Path(args.folder), Path(args.status), args.strict, args.model)
@@ -126,7 +143,8 @@ def _take_gpu(args, device: str) -> None:
     """A job its scheduler gave a GPU: its own device among several, and none is an error."""
     if not args.expect_gpu:
         return
-    from fashion_cnn.config.validation import visible_gpus
+    # lazy: each command loads only its own stage (see the module docstring)
+    from fashion_cnn.config.site import visible_gpus
     from fashion_cnn.training.device import claim_gpu, require_gpu
 
     if device in ("auto", "cuda"):
@@ -135,8 +153,9 @@ def _take_gpu(args, device: str) -> None:
 
 
 def cmd_train_model(args) -> None:
-    from fashion_cnn.config.settings import EngineSettings, ExperimentSettings
-    from fashion_cnn.training.engine import TrainingJob, train_model
+    # lazy: each command loads only its own stage (see the module docstring)
+    from fashion_cnn.training.engine import train_model
+    from fashion_cnn.training.run import TrainingJob
 
     config, experiment = _experiment(args)
     _take_gpu(args, config["engine"]["device"])
@@ -149,27 +168,29 @@ def cmd_train_model(args) -> None:
         history_path=Path(args.history),
         summary_path=Path(args.summary),
         weights_input=args.weights_status,
-        strict_weights=config["pretrained"]["strict"],
+        strict_weights=PretrainedSettings.from_dict(config["pretrained"]).strict,
         threads=args.threads,
     )
     train_model(job)
 
 
 def cmd_evaluate_model(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
     import numpy as np
 
-    from fashion_cnn.evaluation.evaluate import evaluate_model
+    from fashion_cnn.evaluation.evaluate import EvaluationOutputs, evaluate_model
     from fashion_cnn.evaluation.plots import plot_confusion_matrix
 
+    outputs = EvaluationOutputs(
+        Path(args.metrics), Path(args.confusion_csv), Path(args.per_class_csv)
+    )
     metrics = evaluate_model(
         Path(args.checkpoint),
         Path(args.data),
-        Path(args.metrics),
-        Path(args.confusion_csv),
-        Path(args.per_class_csv),
-        args.device,
-        args.batch_size,
-        args.threads,
+        outputs,
+        device_spec=args.device,
+        batch_size=args.batch_size,
+        threads=args.threads,
     )
     matrix = np.loadtxt(
         args.confusion_csv, delimiter=",", skiprows=1, usecols=range(1, 11), dtype=int
@@ -179,6 +200,7 @@ def cmd_evaluate_model(args) -> None:
 
 
 def cmd_plot_filters(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.evaluation.plots import plot_filters
     from fashion_cnn.models.catalog import MODELS
     from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint
@@ -190,12 +212,14 @@ def cmd_plot_filters(args) -> None:
 
 
 def cmd_plot_history(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.evaluation.plots import plot_history
 
     plot_history([Path(path) for path in args.history], Path(args.output), args.title)
 
 
 def cmd_aggregate_seeds(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.results.replicates import aggregate_seeds
 
     if len(args.metrics) != len(args.histories):
@@ -218,6 +242,7 @@ def cmd_aggregate_seeds(args) -> None:
 
 
 def cmd_export_onnx(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.evaluation.export import export_onnx
 
     config = _config(args)
@@ -225,14 +250,15 @@ def cmd_export_onnx(args) -> None:
     export_onnx(
         Path(args.checkpoint),
         Path(args.data),
-        Path(args.onnx),
-        Path(args.report),
-        config["export"],
-        args.threads,
+        onnx_path=Path(args.onnx),
+        report_path=Path(args.report),
+        settings=ExportSettings.from_dict(config["export"]),
+        threads=args.threads,
     )
 
 
 def cmd_compare_experiments(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.core.files import read_json
     from fashion_cnn.results.comparisons import write_comparisons
 
@@ -252,6 +278,7 @@ def cmd_compare_experiments(args) -> None:
 
 
 def cmd_summarize_sweep(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.results.sweeps import summarize_sweep
 
     try:
@@ -273,6 +300,7 @@ def cmd_summarize_sweep(args) -> None:
 
 
 def cmd_summarize(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.results.summary import write_summary
 
     if len(args.metrics) != len(args.onnx_reports):
@@ -285,13 +313,15 @@ def cmd_summarize(args) -> None:
 
 
 def cmd_choices(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.tools.choices import write_or_check
 
     write_or_check(args.check)
 
 
 def cmd_benchmark(args) -> None:
-    from fashion_cnn.tools.benchmark import run_benchmark
+    # lazy: each command loads only its own stage (see the module docstring)
+    from fashion_cnn.tools.benchmark.report import run_benchmark
 
     run_benchmark(args)
 
@@ -299,55 +329,53 @@ def cmd_benchmark(args) -> None:
 # ----------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="fashion-cnn", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=Parser
-    )
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its function, help, the shared options it takes and its own."""
 
-    def command(
-        name, function, help_text, config=False, experiment=False, threads=False, gpu=False
-    ):
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(function=function)
-        sub.add_argument("--log", help="append the log to this file (warnings also go to stderr)")
-        if config:
-            sub.add_argument(
-                "--configfile",
-                action="extend",
-                nargs="+",
-                help="YAML config files, merged in order (as snakemake's --configfile)",
-            )
-            sub.add_argument(
-                "--config-json", action="append", help="JSON config override (repeatable)"
-            )
-        if experiment:
-            sub.add_argument("--experiment", required=True, help="experiment name from the config")
-        if threads:
-            sub.add_argument("--threads", type=THREADS, default=1, help="CPU threads for PyTorch")
-        if gpu:
-            sub.add_argument(
-                "--expect-gpu",
-                action="store_true",
-                help="the job was given a GPU (its rule requests one): stop at once if there is "
-                "none, rather than run on the CPU; on a machine with several, take a free one",
-            )
-        return sub
+    name: str
+    function: Callable[[argparse.Namespace], None]
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    config: bool = False  # --configfile and --config-json
+    experiment: bool = False  # --experiment
+    threads: bool = False  # --threads
+    gpu: bool = False  # --expect-gpu
 
-    command(
-        "check-config", cmd_check_config, "validate a config and print what it runs", config=True
-    )
 
-    sub = command(
-        "choices",
-        cmd_choices,
-        "write the catalog of registered choices the config validates with (choices.json)",
-    )
+def _shared_arguments(sub: argparse.ArgumentParser, command: Command) -> None:
+    sub.add_argument("--log", help="append the log to this file (warnings also go to stderr)")
+    if command.config:
+        sub.add_argument(
+            "--configfile",
+            action="extend",
+            nargs="+",
+            help="YAML config files, merged in order (as snakemake's --configfile)",
+        )
+        sub.add_argument("--config-json", action="append", help="JSON config override (repeatable)")
+    if command.experiment:
+        sub.add_argument("--experiment", required=True, help="experiment name from the config")
+    if command.threads:
+        sub.add_argument("--threads", type=THREADS, default=1, help="CPU threads for PyTorch")
+    if command.gpu:
+        sub.add_argument(
+            "--expect-gpu",
+            action="store_true",
+            help="the job was given a GPU (its rule requests one): stop at once if there is "
+            "none, rather than run on the CPU; on a machine with several, take a free one",
+        )
+
+
+def _required(sub: argparse.ArgumentParser, *names: str) -> None:
+    for name in names:
+        sub.add_argument(f"--{name}", required=True)
+
+
+def _choices_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--check", action="store_true", help="only check that the file is up to date")
 
-    sub = command(
-        "download-data", cmd_download_data, "download and verify the four Fashion-MNIST files"
-    )
+
+def _download_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--folder", required=True)
     sub.add_argument(
         "--mirror",
@@ -358,27 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--timeout", type=argument_type("data.timeout_s", float), default=30.0)
 
-    sub = command("prepare-data", cmd_prepare_data, "parse the IDX files into one cached .npz")
-    sub.add_argument("--raw-folder", required=True)
-    sub.add_argument("--output", required=True)
 
-    sub = command(
-        "plot-samples", cmd_plot_samples, "4x4 grid of training images, one image with a colorbar"
-    )
-    sub.add_argument("--data", required=True)
-    sub.add_argument("--grid", required=True)
-    sub.add_argument("--colorbar", required=True)
-
-    sub = command(
-        "plot-augmentations", cmd_plot_augmentations, "the chapter's augmentation figures"
-    )
-    sub.add_argument("--data", required=True)
-    sub.add_argument("--output-folder", required=True)
+def _augmentation_figure_arguments(sub: argparse.ArgumentParser) -> None:
+    _required(sub, "data", "output-folder")
     sub.add_argument("--seed", type=argument_type("experiments.*.seed", int), default=0)
 
-    sub = command(
-        "fetch-weights", cmd_fetch_weights, "download torchvision's ImageNet weights of a model"
-    )
+
+def _fetch_weights_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--model",
         default="resnet18",
@@ -393,15 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="fail instead of recording 'unavailable'"
     )
 
-    sub = command(
-        "train-model",
-        cmd_train_model,
-        "train one experiment",
-        config=True,
-        experiment=True,
-        threads=True,
-        gpu=True,
-    )
+
+def _train_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--data", required=True)
     sub.add_argument("--model", required=True, help="checkpoint to write (model.pt)")
     sub.add_argument("--history", required=True, help="per-epoch history CSV to write")
@@ -413,81 +420,42 @@ def build_parser() -> argparse.ArgumentParser:
         "point is named sweeps/<sweep>/<key>=<value>,...",
     )
 
-    sub = command(
-        "evaluate-model",
-        cmd_evaluate_model,
-        "test-set accuracy, per class, confusion matrix",
-        threads=True,
+
+def _evaluate_arguments(sub: argparse.ArgumentParser) -> None:
+    _required(
+        sub, "checkpoint", "data", "metrics", "confusion-csv", "confusion-png", "per-class-csv"
     )
-    sub.add_argument("--checkpoint", required=True)
-    sub.add_argument("--data", required=True)
-    sub.add_argument("--metrics", required=True)
-    sub.add_argument("--confusion-csv", required=True)
-    sub.add_argument("--confusion-png", required=True)
-    sub.add_argument("--per-class-csv", required=True)
     sub.add_argument("--device", type=DEVICE, default="auto")
     sub.add_argument(
         "--batch-size", type=argument_type("engine.eval_batch_size", int), default=1000
     )
 
-    sub = command("plot-filters", cmd_plot_filters, "convolution filters of a trained model")
-    sub.add_argument("--checkpoint", required=True)
-    sub.add_argument("--chapter-figure", required=True)
-    sub.add_argument("--layers-figure", required=True)
 
-    sub = command(
-        "plot-history", cmd_plot_history, "training loss and accuracy per epoch (mean over seeds)"
-    )
+def _history_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--history", nargs="+", required=True, help="one history.csv per seed")
     sub.add_argument("--output", required=True)
     sub.add_argument("--title", default="training")
 
-    sub = command(
-        "export-onnx",
-        cmd_export_onnx,
-        "export to ONNX and check it with ONNX Runtime",
-        config=True,
-        threads=True,
-        gpu=True,
-    )
-    sub.add_argument("--checkpoint", required=True)
-    sub.add_argument("--data", required=True)
-    sub.add_argument("--onnx", required=True)
-    sub.add_argument("--report", required=True)
 
-    sub = command(
-        "aggregate-seeds",
-        cmd_aggregate_seeds,
-        "one experiment over its seeds: mean, spread and 95%% interval; the representative seed's "
-        "figures",
-    )
+def _aggregate_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--metrics", nargs="+", required=True, help="each seed's metrics.json, representative first"
     )
     sub.add_argument("--histories", nargs="+", required=True, help="each seed's history.csv")
-    sub.add_argument("--representative-confusion-csv", required=True)
-    sub.add_argument("--representative-model-summary", required=True)
+    _required(sub, "representative-confusion-csv", "representative-model-summary")
     for name in ("metrics", "per-seed", "curves", "confusion-png", "model-summary"):
         sub.add_argument(f"--output-{name}", required=True)
 
-    sub = command(
-        "compare-experiments",
-        cmd_compare_experiments,
-        "differences in test accuracy over seeds, with their interval and a t-test",
-    )
+
+def _compare_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--metrics", nargs="+", required=True, help="each experiment's metrics.json")
     sub.add_argument(
         "--pair", nargs=2, action="append", required=True, metavar=("A", "B"), help="compare A - B"
     )
-    sub.add_argument("--csv", required=True)
-    sub.add_argument("--markdown", required=True)
-    sub.add_argument("--html", required=True)
+    _required(sub, "csv", "markdown", "html")
 
-    sub = command(
-        "summarize-sweep",
-        cmd_summarize_sweep,
-        "a sweep's table (mean, 95%% interval, the best point) and its plot",
-    )
+
+def _sweep_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--definition", required=True, help="the sweep as JSON: name, experiment, keys, points"
     )
@@ -497,22 +465,133 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="each point's metrics.json, in the sweep's order",
     )
-    sub.add_argument("--csv", required=True)
-    sub.add_argument("--markdown", required=True)
-    sub.add_argument("--html", required=True)
-    sub.add_argument("--plot", required=True)
+    _required(sub, "csv", "markdown", "html", "plot")
 
-    sub = command("summarize", cmd_summarize, "one table of every experiment")
+
+def _summary_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--metrics", nargs="+", required=True)
     sub.add_argument("--onnx-reports", nargs="+", required=True)
-    sub.add_argument("--csv", required=True)
-    sub.add_argument("--markdown", required=True)
-    sub.add_argument("--html", required=True)
+    _required(sub, "csv", "markdown", "html")
 
-    sub = command(
-        "benchmark", cmd_benchmark, "training and inference speed: the chapter's loop vs the engine"
+
+COMMANDS = [
+    Command(
+        "check-config", cmd_check_config, "validate a config and print what it runs", config=True
+    ),
+    Command(
+        "choices",
+        cmd_choices,
+        "write the catalog of registered choices the config validates with (choices.json)",
+        _choices_arguments,
+    ),
+    Command(
+        "download-data",
+        cmd_download_data,
+        "download and verify the four Fashion-MNIST files",
+        _download_arguments,
+    ),
+    Command(
+        "prepare-data",
+        cmd_prepare_data,
+        "parse the IDX files into one cached .npz",
+        lambda sub: _required(sub, "raw-folder", "output"),
+    ),
+    Command(
+        "plot-samples",
+        cmd_plot_samples,
+        "4x4 grid of training images, one image with a colorbar",
+        lambda sub: _required(sub, "data", "grid", "colorbar"),
+    ),
+    Command(
+        "plot-augmentations",
+        cmd_plot_augmentations,
+        "the chapter's augmentation figures",
+        _augmentation_figure_arguments,
+    ),
+    Command(
+        "fetch-weights",
+        cmd_fetch_weights,
+        "download torchvision's ImageNet weights of a model",
+        _fetch_weights_arguments,
+    ),
+    Command(
+        "train-model",
+        cmd_train_model,
+        "train one experiment",
+        _train_arguments,
+        config=True,
+        experiment=True,
+        threads=True,
+        gpu=True,
+    ),
+    Command(
+        "evaluate-model",
+        cmd_evaluate_model,
+        "test-set accuracy, per class, confusion matrix",
+        _evaluate_arguments,
+        threads=True,
+    ),
+    Command(
+        "plot-filters",
+        cmd_plot_filters,
+        "convolution filters of a trained model",
+        lambda sub: _required(sub, "checkpoint", "chapter-figure", "layers-figure"),
+    ),
+    Command(
+        "plot-history",
+        cmd_plot_history,
+        "training loss and accuracy per epoch (mean over seeds)",
+        _history_arguments,
+    ),
+    Command(
+        "export-onnx",
+        cmd_export_onnx,
+        "export to ONNX and check it with ONNX Runtime",
+        lambda sub: _required(sub, "checkpoint", "data", "onnx", "report"),
+        config=True,
+        threads=True,
+        gpu=True,
+    ),
+    Command(
+        "aggregate-seeds",
+        cmd_aggregate_seeds,
+        "one experiment over its seeds: mean, spread and 95%% interval; the representative "
+        "seed's figures",
+        _aggregate_arguments,
+    ),
+    Command(
+        "compare-experiments",
+        cmd_compare_experiments,
+        "differences in test accuracy over seeds, with their interval and a t-test",
+        _compare_arguments,
+    ),
+    Command(
+        "summarize-sweep",
+        cmd_summarize_sweep,
+        "a sweep's table (mean, 95%% interval, the best point) and its plot",
+        _sweep_arguments,
+    ),
+    Command("summarize", cmd_summarize, "one table of every experiment", _summary_arguments),
+    Command(
+        "benchmark",
+        cmd_benchmark,
+        "training and inference speed: the chapter's loop vs the engine",
+        add_benchmark_arguments,
+    ),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="fashion-cnn", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
     )
-    add_benchmark_arguments(sub)
+    for command in COMMANDS:
+        sub = commands.add_parser(command.name, help=command.help, description=command.help)
+        sub.set_defaults(function=command.function)
+        _shared_arguments(sub, command)
+        if command.arguments is not None:
+            command.arguments(sub)
     return parser
 
 

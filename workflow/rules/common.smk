@@ -21,12 +21,14 @@ except TypeError:  # a module from a remote source (github(...)): no local files
 sys.path.insert(0, str(WORKFLOW_FOLDER))
 
 from fashion_cnn.config.choices import models_with  # noqa: E402
-from fashion_cnn.config.validation import (  # noqa: E402
+from fashion_cnn.config.site import (  # noqa: E402
     check_container_image,
     check_gpu_for_local_jobs,
+    visible_gpus,
+)
+from fashion_cnn.config.validation import (  # noqa: E402
     experiment_settings,
     validate_config,
-    visible_gpus,
 )
 from fashion_cnn.core.errors import UserError  # noqa: E402
 from fashion_cnn.results.stats import percent_with_spread  # noqa: E402
@@ -153,7 +155,7 @@ def seed_path(filename):
 
 
 def get_seeds(wildcards):
-    return RUNS[wildcards.experiment].settings["seeds"]
+    return RUNS[wildcards.experiment].seeds
 
 
 def get_base_experiment(wildcards):

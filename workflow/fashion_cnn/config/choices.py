@@ -16,7 +16,8 @@ CATALOG_PATH = Path(__file__).resolve().parent.parent.parent / "schemas" / "choi
 @functools.cache
 def catalog() -> dict[str, dict[str, Any]]:
     with open(CATALOG_PATH) as handle:
-        return json.load(handle)
+        loaded: dict[str, dict[str, Any]] = json.load(handle)
+    return loaded
 
 
 def names(kind: str) -> list[str]:
@@ -25,7 +26,8 @@ def names(kind: str) -> list[str]:
 
 
 def model(name: str) -> dict[str, Any]:
-    return catalog()["model"][name]
+    entry: dict[str, Any] = catalog()["model"][name]
+    return entry
 
 
 def models_with(capability: str) -> list[str]:

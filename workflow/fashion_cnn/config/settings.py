@@ -2,84 +2,102 @@
 ``GPTConfig``): the engine, models, weights, optimizers and evaluation read attributes, not dict
 keys, and nothing can change a setting half-way through a run.
 
-Each field is a key of the config schema (``tests/test_settings.py`` holds the two equal), so a
-new key is added in the schema, here, and where it is used; a model's options are its registry
-entry's (``model_options``), added with the model. Torch-free: the config layer, which
-Snakemake imports, may use it.
+An experiment's settings are composed of sections: the model and its options, the data it
+trains on, the training (optimisation), the semi-supervised part, the evaluation views and the
+report's labels. The YAML users write stays flat (a sweep's grid keys stay short); this module
+is the one place that maps the flat keys to sections: a section's field names are the YAML's
+keys (``ModelSettings.name`` is the key ``model``, ``options`` the model's own keys). Each key
+of the config schema is a field of exactly one section (``tests/test_settings.py`` holds it).
+
+The top-level ``engine``, ``export``, ``pretrained`` and ``data`` parts are typed here too; no raw
+config dict goes past the command line. Torch-free: the config layer, which Snakemake imports,
+may use it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
+from fashion_cnn import TRAINING_IMAGES
 from fashion_cnn.config import choices
 
 
 class _Settings:
-    """Built from a validated config section; stored as plain values."""
+    """A section built from validated config keys (its field names), stored as plain values."""
+
+    # a field whose YAML key differs from its name: {field name: key}
+    KEYS: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def yaml_keys(cls) -> list[str]:
+        """The YAML keys this section reads."""
+        return [cls.KEYS.get(field.name, field.name) for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Self:
-        return cls(**{field.name: values[field.name] for field in dataclasses.fields(cls)})
+        names = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        return cls(**{name: values[cls.KEYS.get(name, name)] for name in names})
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain values, as checkpoints and metrics store them (loadable with weights_only)."""
-        return dataclasses.asdict(self)
+        """Plain values under the YAML's keys (loadable with weights_only)."""
+        values = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {self.KEYS.get(name, name): value for name, value in values.items()}
 
-    def replace(self, **changes) -> Self:
-        return dataclasses.replace(self, **changes)
-
-
-def unlabelled_count(experiment: dict, training_images: int = 60_000) -> int:
-    """How many images an experiment uses without labels (``unlabelled_images``: N or all)."""
-    value = experiment["unlabelled_images"]
-    if value == "all":
-        return training_images - experiment["train_subset"] - experiment["validation_images"]
-    return int(value)
+    def replace(self, **changes: Any) -> Self:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
-class ExperimentSettings(_Settings):
-    """What one experiment learns: ``experiments.<name>`` of the config, defaults filled in."""
+class ModelSettings(_Settings):
+    """Which network, its own options (its registry entry's fields), and how it starts."""
+
+    KEYS: ClassVar[dict[str, str]] = {"name": "model"}
+
+    name: str
+    # the model's own options (width, patch_size, conv1_init, ...); flat beside the other keys
+    # in the YAML, only the chosen model's here
+    options: dict[str, Any]
+    dropout: float
+    output_softmax: bool
+    weights: str  # none, imagenet, or a checkpoint's path
+
+    @classmethod
+    def yaml_keys(cls) -> list[str]:
+        return [key for key in super().yaml_keys() if key != "options"]
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Self:
-        """From the flat keys of the YAML: the model's options go into ``model_options`` (the
-        other models' options, filled in as defaults, are left out)."""
         own = choices.model(values["model"])["options"]
         options = {key: values.get(key, spec["default"]) for key, spec in own.items()}
-        names = [field.name for field in dataclasses.fields(cls) if field.name != "model_options"]
-        return cls(model_options=options, **{name: values[name] for name in names})
+        return cls(
+            name=values["model"],
+            options=options,
+            dropout=values["dropout"],
+            output_softmax=values["output_softmax"],
+            weights=values["weights"],
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        """The flat keys again, as checkpoints and metrics store them."""
-        values = dataclasses.asdict(self)
-        return {**values.pop("model_options"), **values}
+        values = super().as_dict()
+        return {**values.pop("options"), **values}
 
-    def replace(self, **changes) -> Self:
-        return type(self).from_dict({**self.as_dict(), **changes})
 
-    description: str
-    model: str
-    # the model's own options (its registry entry's fields: width, patch_size, conv1_init, ...);
-    # the YAML keeps them flat beside the other keys, and as_dict() puts them back there
-    model_options: dict[str, Any]
-    dropout: float
-    validation_images: int
-    precision: str
-    output_softmax: bool
-    weights: str
+@dataclass(frozen=True)
+class DataSettings(_Settings):
+    """Which training images: the first ``train_subset`` (0: all but the validation images),
+    the last ``validation_images`` held out, and the augmentation preset."""
+
     train_subset: int
-    unlabelled_images: int | str  # a count, or 'all'
-    unlabelled_ratio: int
-    strong_augmentation: str
-    pseudo_label_threshold: float
-    unlabelled_weight: float
-    pseudo_labels_from: str  # model (FixMatch) or average (a mean teacher)
-    distribution_alignment: bool  # pseudo-labels aligned with the class shares (ReMixMatch)
+    validation_images: int
     augmentation: str
+
+
+@dataclass(frozen=True)
+class TrainingSettings(_Settings):
+    """The optimisation: how long, in what steps, with which optimizer, schedule and average."""
+
     epochs: int
     steps_per_epoch: int  # 0: one pass over the training images
     batch_size: int
@@ -88,13 +106,96 @@ class ExperimentSettings(_Settings):
     weight_decay: float
     lr_schedule: str
     label_smoothing: float
-    ema_decay: float
+    ema_decay: float  # 0: no moving average of the weights
     ema_warmup: bool
+    precision: str
+
+
+@dataclass(frozen=True)
+class SemiSupervisedSettings(_Settings):
+    """FixMatch's part: images without labels, their strong views and pseudo-labels."""
+
+    unlabelled_images: int | str  # a count, or 'all'
+    unlabelled_ratio: int
+    strong_augmentation: str
+    pseudo_label_threshold: float
+    unlabelled_weight: float
+    pseudo_labels_from: str  # model (FixMatch) or average (a mean teacher)
+    distribution_alignment: bool  # pseudo-labels aligned with the class shares (ReMixMatch)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.unlabelled_images)
+
+
+@dataclass(frozen=True)
+class EvaluationSettings(_Settings):
+    """The test-time views whose softmax evaluation averages."""
+
     test_time_flip: bool
     test_time_shift: int  # pixels; 0: no shifted views
-    seed: int
-    seeds: list[int]  # the replicates; [seed] when the config leaves it out
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """What one experiment learns: ``experiments.<name>`` of the config, defaults filled in, in
+    sections; ``seed`` is this replicate's, ``seeds`` all of them (filled in by the config)."""
+
+    SECTIONS: ClassVar[dict[str, type[_Settings]]] = {
+        "model": ModelSettings,
+        "data": DataSettings,
+        "training": TrainingSettings,
+        "semi_supervised": SemiSupervisedSettings,
+        "evaluation": EvaluationSettings,
+    }
+    # the report's labels and the replicates: the keys no section owns
+    OWN_KEYS: ClassVar[tuple[str, ...]] = ("description", "chapter_accuracy", "seed", "seeds")
+
+    model: ModelSettings
+    data: DataSettings
+    training: TrainingSettings
+    semi_supervised: SemiSupervisedSettings
+    evaluation: EvaluationSettings
+    description: str
     chapter_accuracy: float | None
+    seed: int
+    seeds: list[int]
+
+    @classmethod
+    def yaml_keys(cls) -> list[str]:
+        """Every flat YAML key the sections read (the chosen model's options aside)."""
+        return [key for section in cls.SECTIONS.values() for key in section.yaml_keys()] + list(
+            cls.OWN_KEYS
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        """From the flat keys of the YAML (the other models' options, filled in as defaults by
+        the config, are left out)."""
+        sections = {name: section.from_dict(values) for name, section in cls.SECTIONS.items()}
+        return cls(**sections, **{key: values[key] for key in cls.OWN_KEYS})  # type: ignore[arg-type]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The flat keys again, as checkpoints and metrics store them."""
+        flat: dict[str, Any] = {}
+        for name in self.SECTIONS:
+            flat.update(getattr(self, name).as_dict())
+        flat.update({key: getattr(self, key) for key in self.OWN_KEYS})
+        return flat
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some flat keys changed (a sweep point, a test's variant)."""
+        return type(self).from_dict({**self.as_dict(), **changes})
+
+    def unlabelled_count(self, training_images: int = TRAINING_IMAGES) -> int:
+        """How many images it uses without labels (``unlabelled_images``: N or all); none
+        without a ``train_subset``."""
+        value = self.semi_supervised.unlabelled_images
+        if not self.data.train_subset:
+            return 0
+        if value == "all":
+            return training_images - self.data.train_subset - self.data.validation_images
+        return int(value)
 
 
 @dataclass(frozen=True)
@@ -111,3 +212,28 @@ class EngineSettings(_Settings):
     shared_cores: str
     eval_batch_size: int
     checkpoint_every_epochs: int
+
+
+@dataclass(frozen=True)
+class ExportSettings(_Settings):
+    """The config's ``export`` section: the ONNX opset and the parity and latency checks."""
+
+    opset: int
+    parity_images: int
+    parity_tolerance: float
+    latency_repeats: int
+
+
+@dataclass(frozen=True)
+class PretrainedSettings(_Settings):
+    """The config's ``pretrained`` section."""
+
+    strict: bool  # stop when ImageNet weights cannot be had, instead of training from scratch
+
+
+@dataclass(frozen=True)
+class DownloadSettings(_Settings):
+    """The config's ``data`` section: where Fashion-MNIST comes from."""
+
+    mirrors: list[str]
+    timeout_s: float

@@ -33,7 +33,7 @@ NOT_SWEPT = {
 UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
 
-def format_value(value) -> str:
+def format_value(value: object) -> str:
     """A grid value as it appears in a folder name: 1.0e-3 -> 0.001, true, chapter."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -75,14 +75,13 @@ def sweep_points(name: str, sweep: dict) -> list[SweepPoint]:
 
 
 def point_settings(config: dict, point: SweepPoint) -> dict:
-    """The base experiment's settings with the point's values, and the sweep's seeds."""
+    """The base experiment's settings with the point's values, and the sweep's seeds (else the
+    experiment's: ``validate_config`` filled them in, the one place seeds are defaulted)."""
     sweep = config["sweeps"][point.sweep]
-    settings = copy.deepcopy(config["experiments"][sweep["experiment"]])
+    settings: dict = copy.deepcopy(config["experiments"][sweep["experiment"]])
     settings.update(copy.deepcopy(point.values))
     if sweep.get("seeds") is not None:
         settings["seeds"] = list(sweep["seeds"])
-    elif settings.get("seeds") is None:
-        settings["seeds"] = [settings["seed"]]
     return settings
 
 
@@ -93,6 +92,11 @@ class RunSpec:
     name: str  # folder under results/ and the name in its metrics
     experiment: str  # the config entry it starts from
     settings: dict  # that entry's settings, with a sweep point's values and seeds
+
+    @property
+    def seeds(self) -> list[int]:
+        """The replicates it trains, in the config's order."""
+        return [int(seed) for seed in self.settings["seeds"]]
 
 
 def all_runs(config: dict) -> dict[str, RunSpec]:

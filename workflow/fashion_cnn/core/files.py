@@ -34,7 +34,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
     with atomic_path(path) as temporary:
         temporary.write_bytes(data)
 

@@ -61,7 +61,7 @@ def cpu_name() -> str:
 
 
 def device_description(device) -> str:
-    import torch
+    import torch  # only with a device: the torch-free config and results layers import this
 
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"

@@ -87,7 +87,7 @@ def _uniform(low, high, count, generator, device):
 CROP_ATTEMPTS = 10
 
 
-def _candidate_sizes(scale, ratio, count: int, area: int, generator, device):
+def _candidate_sizes(scale, ratio, count: int, area: int, *, generator, device):
     """torchvision's candidate boxes (RandomResizedCrop, RandomErasing): 10 per image, of area
     s·``area`` (s uniform in ``scale``) and aspect ratio r (log-uniform in ``ratio``), rounded to
     pixels; returns (sqrt(A·r), sqrt(A/r)), each (count, 10)."""
@@ -101,7 +101,7 @@ def _candidate_sizes(scale, ratio, count: int, area: int, generator, device):
     return torch.round(torch.sqrt(areas * ratios)), torch.round(torch.sqrt(areas / ratios))
 
 
-def _offsets(height, width, box_h, box_w, generator, device):
+def _offsets(height, width, box_h, box_w, *, generator, device):
     """A random whole-pixel (top, left) for each box inside the image."""
     count = len(box_h)
     top = torch.floor((height - box_h + 1) * torch.rand(count, generator=generator, device=device))
@@ -115,19 +115,24 @@ def _first(candidates: torch.Tensor, fits: torch.Tensor) -> torch.Tensor:
 
 
 def _crop_boxes(
-    policy: Policy, count: int, height: int, width: int, generator, device
+    policy: Policy, count: int, height: int, width: int, *, generator, device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Whole-pixel crop boxes (top, left, box height, box width), torchvision's sampling rule:
     up to 10 candidates of area s·H·W and aspect ratio r, sizes rounded to pixels, the first that
     fits is kept and placed at a random pixel offset; when none fits, the whole image."""
     box_w, box_h = _candidate_sizes(
-        policy.crop_scale, policy.crop_ratio, count, height * width, generator, device
+        policy.crop_scale,
+        policy.crop_ratio,
+        count,
+        height * width,
+        generator=generator,
+        device=device,
     )
     fits = (box_w > 0) & (box_w <= width) & (box_h > 0) & (box_h <= height)
     any_fits = fits.any(dim=1)
     box_w = torch.where(any_fits, _first(box_w, fits), float(width))
     box_h = torch.where(any_fits, _first(box_h, fits), float(height))
-    top, left = _offsets(height, width, box_h, box_w, generator, device)
+    top, left = _offsets(height, width, box_h, box_w, generator=generator, device=device)
     return top, left, box_h, box_w
 
 
@@ -148,7 +153,9 @@ def affine_matrices(
     # Resized crop: the pixel box, as a scale and a shift of the normalised sampling position.
     if policy.crop_scale is not None:
         height, width = size
-        top, left, box_h, box_w = _crop_boxes(policy, count, height, width, generator, device)
+        top, left, box_h, box_w = _crop_boxes(
+            policy, count, height, width, generator=generator, device=device
+        )
         scale_x, scale_y = box_w / width, box_h / height
         shift_x, shift_y = (2 * left + box_w) / width - 1, (2 * top + box_h) / height - 1
     else:
@@ -212,14 +219,19 @@ def erase_masks(policy: Policy, shape, generator: torch.Generator, device) -> to
     nothing is erased."""
     count, _, height, width = shape
     box_h, box_w = _candidate_sizes(
-        policy.erase_scale, policy.erase_ratio, count, height * width, generator, device
+        policy.erase_scale,
+        policy.erase_ratio,
+        count,
+        height * width,
+        generator=generator,
+        device=device,
     )
     fits = (box_h < height) & (box_w < width)
     box_h, box_w = _first(box_h, fits), _first(box_w, fits)
     erase = fits.any(dim=1) & (
         torch.rand(count, generator=generator, device=device) < policy.erase_probability
     )
-    top, left = _offsets(height, width, box_h, box_w, generator, device)
+    top, left = _offsets(height, width, box_h, box_w, generator=generator, device=device)
     rows = torch.arange(height, device=device).view(1, height, 1)
     columns = torch.arange(width, device=device).view(1, 1, width)
     inside = (
@@ -233,6 +245,7 @@ def erase_masks(policy: Policy, shape, generator: torch.Generator, device) -> to
 
 def torchvision_transform(policy: Policy, size: int = 28):
     """The same policy as torchvision PIL transforms, one image at a time (the chapter's way)."""
+    # torchvision's transforms (a second to import) only for the chapter's DataLoader pipeline
     from torchvision import transforms
 
     steps = []

@@ -265,7 +265,7 @@ def prepare_dataset(raw_folder: Path, output: Path) -> dict[str, np.ndarray]:
                 "Delete the label file and rerun download_data."
             )
     with atomic_path(output) as temporary, open(temporary, "wb") as handle:
-        np.savez(handle, **arrays)
+        np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub: ** as allow_pickle
     log.info(
         "prepared %s: %d train / %d test images",
         output,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from fashion_cnn import CLASS_NAMES
 from fashion_cnn.config.settings import ExperimentSettings
@@ -28,92 +30,119 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int =
     )
 
 
+@dataclass(frozen=True)
+class EvaluationOutputs:
+    """The files one evaluation writes."""
+
+    metrics: Path
+    confusion_csv: Path
+    per_class_csv: Path
+
+
 def evaluate_model(
     checkpoint_path: Path,
     data_path: Path,
-    metrics_path: Path,
-    confusion_csv: Path,
-    per_class_csv: Path,
-    device_spec: str,
-    batch_size: int,
-    threads: int,
+    outputs: EvaluationOutputs,
+    *,
+    device_spec: str = "auto",
+    batch_size: int = 1000,
+    threads: int = 1,
 ) -> dict:
-    threads = set_threads(threads)
+    """Score the test set with the checkpoint's model and its test-time views; write the
+    metrics, the confusion matrix and per-class accuracy. Returns the metrics."""
+    set_threads(threads)
     device = resolve_device(device_spec)
-    checkpoint = load_checkpoint(checkpoint_path)
-    model = model_from_checkpoint(checkpoint, str(checkpoint_path))
+    checkpoint, model = load_trained(checkpoint_path)
     arrays = load_prepared(data_path)
     images, labels = arrays["test_images"], arrays["test_labels"].astype(np.int64)
-    experiment = ExperimentSettings.from_dict(checkpoint["config"])
+    views = ExperimentSettings.from_dict(checkpoint["config"]).evaluation
     started = time.perf_counter()
     scores = predict(
         model,
         images,
         device,
         batch_size,
-        experiment.test_time_flip,
-        experiment.test_time_shift,
+        test_time_flip=views.test_time_flip,
+        test_time_shift=views.test_time_shift,
     )
     seconds = time.perf_counter() - started
-    predictions = scores.argmax(dim=1).numpy()
-    matrix = confusion_matrix(labels, predictions)
-    per_class = matrix.diagonal() / matrix.sum(axis=1)
-    accuracy = float((predictions == labels).mean())
-    history = checkpoint["progress"]["history"]
+    matrix = confusion_matrix(labels, scores.argmax(dim=1).numpy())
     metrics = {
+        **_test_metrics(checkpoint, model, matrix),
+        "training": _training_record(checkpoint),
+        "evaluation": {"seconds": seconds, **views.as_dict()},
+        "seed": checkpoint["seed"],
+        "config": ExperimentSettings.from_dict(checkpoint["config"]).as_dict(),
+        "engine": checkpoint["engine"],
+        "provenance": provenance.provenance(device),
+    }
+    _write_tables(matrix, outputs)
+    write_json(outputs.metrics, metrics)
+    log.info(
+        "%s: test accuracy %.2f%% on %d images (%.1f s)",
+        checkpoint["experiment"],
+        100 * metrics["test_accuracy"],
+        len(labels),
+        seconds,
+    )
+    return metrics
+
+
+def _test_metrics(checkpoint: dict, model: nn.Module, matrix: np.ndarray) -> dict:
+    """What the test set says: accuracy overall and per class, beside the report's labels."""
+    experiment = ExperimentSettings.from_dict(checkpoint["config"])
+    per_class = matrix.diagonal() / matrix.sum(axis=1)
+    return {
         "experiment": checkpoint["experiment"],
         "description": experiment.description,
-        "test_accuracy": accuracy,
-        "test_images": len(labels),
+        "test_accuracy": float(matrix.trace() / matrix.sum()),
+        "test_images": int(matrix.sum()),
         "chapter_accuracy": experiment.chapter_accuracy,
         "per_class_accuracy": {
             name: float(value) for name, value in zip(CLASS_NAMES, per_class, strict=True)
         },
         "parameters": parameter_count(model),
         "weights_source": checkpoint["weights_source"],
-        "training": {
-            "epochs": checkpoint["progress"]["epoch"],
-            "images": checkpoint["training_images"],
-            "seconds": checkpoint["progress"]["training_seconds"],
-            "images_per_s": _mean_rate(history),
-            "final_train_loss": history[-1]["train_loss"] if history else None,
-            "final_train_accuracy": history[-1]["train_accuracy"] if history else None,
-            "precision": checkpoint["precision"],
-            "device": checkpoint["provenance"].get("device"),
-            "provenance": checkpoint["provenance"],
-        },
-        "evaluation": {
-            "seconds": seconds,
-            "test_time_flip": experiment.test_time_flip,
-            "test_time_shift": experiment.test_time_shift,
-        },
-        "seed": checkpoint["seed"],
-        "config": experiment.as_dict(),
-        "engine": checkpoint["engine"],
-        "provenance": provenance.provenance(device),
     }
+
+
+def _training_record(checkpoint: dict) -> dict:
+    """How the checkpoint was trained, from its own record."""
+    history = checkpoint["progress"]["history"]
+    return {
+        "epochs": checkpoint["progress"]["epoch"],
+        "images": checkpoint["training_images"],
+        "seconds": checkpoint["progress"]["training_seconds"],
+        "images_per_s": _mean_rate(history),
+        "final_train_loss": history[-1]["train_loss"] if history else None,
+        "final_train_accuracy": history[-1]["train_accuracy"] if history else None,
+        "precision": checkpoint["precision"],
+        "device": checkpoint["provenance"].get("device"),
+        "provenance": checkpoint["provenance"],
+    }
+
+
+def _write_tables(matrix: np.ndarray, outputs: EvaluationOutputs) -> None:
     write_csv(
-        confusion_csv,
+        outputs.confusion_csv,
         ["true \\ predicted", *CLASS_NAMES],
         [[CLASS_NAMES[i], *row] for i, row in enumerate(matrix.tolist())],
     )
+    per_class = matrix.diagonal() / matrix.sum(axis=1)
     write_csv(
-        per_class_csv,
+        outputs.per_class_csv,
         ["class", "accuracy", "test_images"],
         [
             [n, float(a), int(c)]
             for n, a, c in zip(CLASS_NAMES, per_class, matrix.sum(axis=1), strict=True)
         ],
     )
-    write_json(metrics_path, metrics)
-    log.info(
-        "%s: test accuracy %.2f%% on %d images (%.1f s)",
-        checkpoint["experiment"],
-        100 * accuracy,
-        len(labels),
-        seconds,
-    )
-    return metrics
+
+
+def load_trained(checkpoint_path: Path) -> tuple[dict, nn.Module]:
+    """A checkpoint and the model it rebuilds (a clear error for a bad file)."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    return checkpoint, model_from_checkpoint(checkpoint, str(checkpoint_path))
 
 
 def _mean_rate(history: list[dict]) -> float | None:

@@ -9,14 +9,17 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
 
+from fashion_cnn.config.settings import ExportSettings
 from fashion_cnn.core import provenance
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.files import atomic_path, write_json
 from fashion_cnn.data.augment import to_float_batch
 from fashion_cnn.data.dataset import load_prepared
-from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint
+from fashion_cnn.evaluation.evaluate import load_trained
 from fashion_cnn.training.device import set_threads
 
 log = logging.getLogger(__name__)
@@ -29,8 +32,6 @@ def export_model(model: torch.nn.Module, path: Path, opset: int) -> None:
 
     Exported with a batch of 2: a batch of 1 lets the tracer specialise the batch dimension.
     """
-    import onnx
-
     model.eval()
     example = torch.zeros(2, 1, 28, 28)
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -53,8 +54,6 @@ def export_model(model: torch.nn.Module, path: Path, opset: int) -> None:
 
 def session(path: Path, threads: int):
     """An ONNX Runtime session: the CUDA provider when it is there, else the CPU."""
-    import onnxruntime as ort
-
     available = ort.get_available_providers()
     # TF32 off: ONNX Runtime's CUDA provider uses TF32 by default on Ampere and newer GPUs, whose
     # 10-bit mantissa moved a trained CNN's logits by 0.04 on an H200, far past the parity check
@@ -104,23 +103,60 @@ def latency_and_throughput(run_batch, images: np.ndarray, repeats: int) -> dict:
 def export_onnx(
     checkpoint_path: Path,
     data_path: Path,
+    *,
     onnx_path: Path,
     report_path: Path,
-    settings: dict,
-    threads: int,
+    settings: ExportSettings,
+    threads: int = 1,
 ) -> dict:
+    """Export the checkpoint's model, check the graph, compare ONNX Runtime's scores with
+    PyTorch's on the first test images and time it; write the report. A failed parity check
+    stops with a paragraph (after the report is written, for its details)."""
     threads = set_threads(threads)
-    checkpoint = load_checkpoint(checkpoint_path)
-    model = model_from_checkpoint(checkpoint, str(checkpoint_path)).float()
+    checkpoint, model = load_trained(checkpoint_path)
+    model = model.float()
     started = time.perf_counter()
-    export_model(model, onnx_path, settings["opset"])
+    export_model(model, onnx_path, settings.opset)
     export_seconds = time.perf_counter() - started
 
     arrays = load_prepared(data_path)
-    images = to_float_batch(
-        torch.from_numpy(arrays["test_images"][: settings["parity_images"]])
-    ).numpy()
+    images = to_float_batch(torch.from_numpy(arrays["test_images"][: settings.parity_images]))
     runtime = session(onnx_path, threads)
+    parity = _parity(model, runtime, images.numpy(), settings.parity_tolerance)
+
+    def onnx_batch(batch):
+        return runtime.run([OUTPUT_NAME], {INPUT_NAME: batch})
+
+    timing = latency_and_throughput(onnx_batch, images.numpy(), settings.latency_repeats)
+    report = {
+        "experiment": checkpoint["experiment"],
+        "onnx_file": str(onnx_path),
+        "opset": settings.opset,
+        "dynamic_batch_axis": True,
+        "export_seconds": export_seconds,
+        "checker": "onnx.checker.check_model(full_check=True) passed",
+        "parity": parity,
+        "onnxruntime": {"providers": runtime.get_providers(), "threads": threads, **timing},
+        "provenance": provenance.provenance(),
+    }
+    write_json(report_path, report)
+    log.info(
+        "%s: ONNX parity on %d images: max |diff| %.2e, %d/%d identical predictions; "
+        "batch-1 p50 %.3f ms, batch-256 %.0f images/s",
+        checkpoint["experiment"],
+        parity["images"],
+        parity["max_abs_difference"],
+        parity["identical_predictions"],
+        parity["images"],
+        timing["batch1_latency_ms_p50"],
+        timing["batch256_images_per_s"],
+    )
+    _stop_unless_parity(checkpoint["experiment"], parity)
+    return report
+
+
+def _parity(model: torch.nn.Module, runtime, images: np.ndarray, tolerance: float) -> dict:
+    """PyTorch's and ONNX Runtime's scores for the same images, in batches of 250."""
     with torch.inference_mode():
         expected = torch.cat(
             [model(torch.from_numpy(images[i : i + 250])) for i in range(0, len(images), 250)]
@@ -133,47 +169,23 @@ def export_onnx(
     )
     max_difference = float(np.abs(actual - expected).max())
     same_class = int((actual.argmax(1) == expected.argmax(1)).sum())
-    tolerance = settings["parity_tolerance"]
-    parity_ok = max_difference <= tolerance and same_class == len(images)
-
-    def onnx_batch(batch):
-        return runtime.run([OUTPUT_NAME], {INPUT_NAME: batch})
-
-    timing = latency_and_throughput(onnx_batch, images, settings["latency_repeats"])
-    report = {
-        "experiment": checkpoint["experiment"],
-        "onnx_file": str(onnx_path),
-        "opset": settings["opset"],
-        "dynamic_batch_axis": True,
-        "export_seconds": export_seconds,
-        "checker": "onnx.checker.check_model(full_check=True) passed",
-        "parity": {
-            "images": len(images),
-            "max_abs_difference": max_difference,
-            "tolerance": tolerance,
-            "identical_predictions": same_class,
-            "passed": parity_ok,
-        },
-        "onnxruntime": {"providers": runtime.get_providers(), "threads": threads, **timing},
-        "provenance": provenance.provenance(),
+    return {
+        "images": len(images),
+        "max_abs_difference": max_difference,
+        "tolerance": tolerance,
+        "identical_predictions": same_class,
+        "passed": max_difference <= tolerance and same_class == len(images),
     }
-    write_json(report_path, report)
-    log.info(
-        "%s: ONNX parity on %d images: max |diff| %.2e, %d/%d identical predictions; batch-1 p50 %.3f ms, batch-256 %.0f images/s",
-        checkpoint["experiment"],
-        len(images),
-        max_difference,
-        same_class,
-        len(images),
-        timing["batch1_latency_ms_p50"],
-        timing["batch256_images_per_s"],
-    )
-    if not parity_ok:
+
+
+def _stop_unless_parity(experiment: str, parity: dict) -> None:
+    """A failed parity check as one paragraph (the report is written first, for its details)."""
+    if not parity["passed"]:
         raise UserError(
-            f"ONNX Runtime disagrees with PyTorch for {checkpoint['experiment']}: max |diff| "
-            f"{max_difference:.3g} (tolerance {tolerance:g}), {len(images) - same_class} of "
-            f"{len(images)} predictions differ (details in this step's log). Check the model for "
-            "operations the exporter translates differently; raise export.parity_tolerance only if "
-            "the difference is expected (e.g. another opset)."
+            f"ONNX Runtime disagrees with PyTorch for {experiment}: max |diff| "
+            f"{parity['max_abs_difference']:.3g} (tolerance {parity['tolerance']:g}), "
+            f"{parity['images'] - parity['identical_predictions']} of {parity['images']} "
+            "predictions differ (details in this step's log). Check the model for operations the "
+            "exporter translates differently; raise export.parity_tolerance only if the "
+            "difference is expected (e.g. another opset)."
         )
-    return report

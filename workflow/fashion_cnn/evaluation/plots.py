@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fashion_cnn import CLASS_NAMES  # noqa: E402
+from fashion_cnn.config.sweeps import format_value  # noqa: E402
 from fashion_cnn.core.files import save_figure  # noqa: E402
 from fashion_cnn.data.augment import Policy, augment_batch  # noqa: E402
 from fashion_cnn.models.catalog import conv_layers  # noqa: E402
@@ -230,53 +231,11 @@ def plot_confusion_matrix(matrix: np.ndarray, output: Path, title: str) -> None:
 def plot_sweep(definition: dict, metrics: list[dict], best_index: int, output: Path) -> None:
     """Test accuracy against each swept key: the mean over seeds with its 95% interval as error
     bars (none for n = 1), one line per combination of the other keys, the best point starred."""
-    from fashion_cnn.config.sweeps import format_value
-
-    keys, points = definition["keys"], definition["points"]
+    keys = definition["keys"]
     summaries = [data["test_accuracy_over_seeds"] for data in metrics]
     figure, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.2), squeeze=False)
     for axis, key in zip(axes[0], keys, strict=True):
-        ticks = list(dict.fromkeys(format_value(point["values"][key]) for point in points))
-        others = [other for other in keys if other != key]
-        series: dict[str, list[int]] = {}
-        for index, point in enumerate(points):
-            label = ", ".join(f"{o}={format_value(point['values'][o])}" for o in others)
-            series.setdefault(label or "mean over seeds", []).append(index)
-        width = 0.08 * (len(series) - 1)
-        for number, (label, indices) in enumerate(series.items()):
-            offset = -width / 2 + (0.08 * number if len(series) > 1 else 0)
-            x = [ticks.index(format_value(points[i]["values"][key])) + offset for i in indices]
-            y = [100 * summaries[i]["mean"] for i in indices]
-            errors = [
-                (0.0, 0.0)
-                if summaries[i]["ci95"] is None
-                else (
-                    100 * (summaries[i]["mean"] - summaries[i]["ci95"][0]),
-                    100 * (summaries[i]["ci95"][1] - summaries[i]["mean"]),
-                )
-                for i in indices
-            ]
-            axis.errorbar(
-                x, y, yerr=np.array(errors).T, marker="o", capsize=4, label=label, linewidth=1.5
-            )
-            if best_index in indices:
-                spot = indices.index(best_index)
-                axis.plot(
-                    x[spot],
-                    y[spot],
-                    marker="*",
-                    markersize=16,
-                    color="gold",
-                    markeredgecolor="black",
-                    linestyle="none",
-                    zorder=5,
-                )
-        axis.set_xticks(range(len(ticks)), ticks)
-        axis.set_xlabel(key)
-        axis.set_ylabel("test accuracy (%)")
-        axis.grid(alpha=0.3)
-        if len(series) > 1 or others:
-            axis.legend(fontsize="small")
+        _sweep_axis(axis, key, definition, summaries, best_index)
     counts = sorted({summary["n"] for summary in summaries})
     bars = (
         "no error bars (n = 1)"
@@ -290,3 +249,51 @@ def plot_sweep(definition: dict, metrics: list[dict], best_index: int, output: P
         fontsize="medium",
     )
     _save(figure, output)
+
+
+def _sweep_axis(axis, key: str, definition: dict, summaries: list[dict], best_index: int) -> None:
+    """One panel: accuracy against ``key``, a line per combination of the other keys."""
+    keys, points = definition["keys"], definition["points"]
+    ticks = list(dict.fromkeys(format_value(point["values"][key]) for point in points))
+    others = [other for other in keys if other != key]
+    series: dict[str, list[int]] = {}
+    for index, point in enumerate(points):
+        label = ", ".join(f"{o}={format_value(point['values'][o])}" for o in others)
+        series.setdefault(label or "mean over seeds", []).append(index)
+    width = 0.08 * (len(series) - 1)
+    for number, (label, indices) in enumerate(series.items()):
+        offset = -width / 2 + (0.08 * number if len(series) > 1 else 0)
+        x = [ticks.index(format_value(points[i]["values"][key])) + offset for i in indices]
+        y = [100 * summaries[i]["mean"] for i in indices]
+        errors = [_error_bar(summaries[i]) for i in indices]
+        axis.errorbar(
+            x, y, yerr=np.array(errors).T, marker="o", capsize=4, label=label, linewidth=1.5
+        )
+        if best_index in indices:
+            spot = indices.index(best_index)
+            axis.plot(
+                x[spot],
+                y[spot],
+                marker="*",
+                markersize=16,
+                color="gold",
+                markeredgecolor="black",
+                linestyle="none",
+                zorder=5,
+            )
+    axis.set_xticks(range(len(ticks)), ticks)
+    axis.set_xlabel(key)
+    axis.set_ylabel("test accuracy (%)")
+    axis.grid(alpha=0.3)
+    if len(series) > 1 or others:
+        axis.legend(fontsize="small")
+
+
+def _error_bar(summary: dict) -> tuple[float, float]:
+    """Below and above the mean, in points: the 95% interval, none for n = 1."""
+    if summary["ci95"] is None:
+        return (0.0, 0.0)
+    return (
+        100 * (summary["mean"] - summary["ci95"][0]),
+        100 * (summary["ci95"][1] - summary["mean"]),
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fashion_cnn.config.settings import ExperimentSettings
+from fashion_cnn.config.settings import ModelSettings
 from fashion_cnn.models import architectures  # noqa: F401  (registers every model)
 from fashion_cnn.models.registry import MODELS, ModelEntry
 
@@ -15,13 +15,10 @@ def model_entry(name: str) -> ModelEntry:
     return MODELS.get(name)
 
 
-def model_arguments(experiment: ExperimentSettings) -> dict:
+def model_arguments(settings: ModelSettings) -> dict:
     """The constructor arguments an experiment's model is built with (stored in checkpoints)."""
-    return MODELS.get(experiment.model).arguments(
-        experiment.model_options,
-        experiment.output_softmax,
-        experiment.dropout,
-        experiment.weights,
+    return MODELS.get(settings.name).arguments(
+        settings.options, settings.output_softmax, settings.dropout, settings.weights
     )
 
 

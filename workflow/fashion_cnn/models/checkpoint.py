@@ -12,9 +12,11 @@ import json
 import pickle
 from pathlib import Path
 
+import jsonschema
 import torch
 from torch import nn
 
+from fashion_cnn.config.schema import fill_defaults, schema_at
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.files import write_bytes
 from fashion_cnn.models.catalog import MODELS, build_model
@@ -121,10 +123,6 @@ def _missing_or_mistyped(mapping: dict, required: dict, prefix: str) -> list[str
 def _check_settings(state: dict, path, fix: str) -> None:
     """The experiment settings and model arguments inside a checkpoint obey the config schema, so
     a hand-edited file cannot ask for a model of absurd size or a setting no config allows."""
-    import jsonschema
-
-    from fashion_cnn.config.validation import fill_defaults, schema_at
-
     schema = schema_at("experiments.*")
     fill_defaults(state["config"], schema)
     arguments = state["model"]["arguments"]

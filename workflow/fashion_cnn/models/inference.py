@@ -36,6 +36,7 @@ def predict(
     images: np.ndarray,
     device: torch.device,
     batch_size: int,
+    *,
     test_time_flip: bool = False,
     test_time_shift: int = 0,
 ) -> torch.Tensor:

@@ -14,6 +14,9 @@ class DropoutMixin:
     each pooling stage as channel dropout (``features``), or both. Identity in eval mode (and in
     the exported ONNX graph)."""
 
+    features: nn.Sequential  # the model's own stages, which the mixin's dropout goes between
+    classifier: nn.Sequential
+
     def _init_dropout(self, dropout: float, dropout_place: str) -> None:
         classifier = dropout if dropout_place in ("classifier", "both") else 0.0
         features = dropout if dropout_place in ("features", "both") else 0.0

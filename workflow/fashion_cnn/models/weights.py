@@ -23,6 +23,11 @@ from fashion_cnn.core.files import atomic_path, write_json
 from fashion_cnn.core.text import FALLBACK_SOURCE, fallback_mark
 from fashion_cnn.models.catalog import MODELS
 from fashion_cnn.models.checkpoint import FORMAT, load_file
+from fashion_cnn.models.safetensors import (
+    google_vit_to_torchvision,
+    is_google_vit,
+    read_safetensors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +50,7 @@ def fetch_imagenet_weights(
     url = imagenet_weights_url(model)
     filename = url.rsplit("/", 1)[-1]
     target = folder / filename
-    status = {"url": url, "path": str(target), "model": model}
+    status: dict[str, object] = {"url": url, "path": str(target), "model": model}
     match = torch.hub.HASH_REGEX.search(filename)
     hash_prefix = match.group(1) if match else None
     if target.is_file() and _sha256(target).startswith(hash_prefix or ""):
@@ -121,12 +126,6 @@ def _google_vit_from_file(path: Path) -> dict:
     """Google's ViT-B/16 checkpoint (google/vit-base-patch16-224's model.safetensors) in
     torchvision's vit_b_16 layout. A .safetensors file is read as that checkpoint only: the model
     normalises its input as Google's ViT was trained (models.STATISTICS)."""
-    from fashion_cnn.models.safetensors import (
-        google_vit_to_torchvision,
-        is_google_vit,
-        read_safetensors,
-    )
-
     state = read_safetensors(path)
     if not is_google_vit(state):
         raise UserError(
@@ -190,32 +189,37 @@ def initialise(
     model: nn.Module, experiment: ExperimentSettings, weights_input: str | None, strict: bool
 ) -> str:
     """Apply the experiment's ``weights`` setting; returns the weights source for the metrics."""
-    choice = experiment.weights
+    choice = experiment.model.weights
     if choice == "none":
         return "random init"
     if choice == "imagenet":
+        if weights_input is None:
+            raise UserError(
+                "weights: imagenet needs the status file that fetch-weights writes: pass it with "
+                "--weights-status (the workflow's train rule does), or set weights: none."
+            )
         status = read_status(Path(weights_input))
         if not status.get("available"):
             message = (
                 f"ImageNet weights unavailable ({status.get('reason')}); training "
-                f"{experiment.model} from "
+                f"{experiment.model.name} from "
                 f"RANDOM INITIALISATION — {fallback_mark(experiment.chapter_accuracy)}"
             )
             if strict:
                 raise UserError(message + ". pretrained.strict is true: fetch the weights first.")
             log.warning(message)
             return FALLBACK_SOURCE
-        apply_weights(model, experiment.model, Path(status["path"]), _conv1_init(experiment))
+        apply_weights(model, experiment.model.name, Path(status["path"]), _conv1_init(experiment))
         return f"imagenet ({Path(status['path']).name}{_conv1_note(experiment)})"
-    apply_weights(model, experiment.model, Path(choice), _conv1_init(experiment))
+    apply_weights(model, experiment.model.name, Path(choice), _conv1_init(experiment))
     return f"file {choice}{_conv1_note(experiment)}"
 
 
 def _conv1_note(experiment: ExperimentSettings) -> str:
-    init = experiment.model_options.get("conv1_init")
+    init = experiment.model.options.get("conv1_init")
     return f", conv1 {init}" if init else ""
 
 
 def _conv1_init(experiment: ExperimentSettings) -> str:
     """ResNet-18's conv1_init option; random for a model without it."""
-    return experiment.model_options.get("conv1_init", "random")
+    return experiment.model.options.get("conv1_init", "random")

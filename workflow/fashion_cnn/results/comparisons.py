@@ -39,7 +39,7 @@ COLUMNS = [
 
 def compare(a: dict, b: dict) -> dict:
     """Compare two experiments' aggregate metrics (``test_accuracy_over_seeds`` and ``seeds``)."""
-    from scipy import stats
+    from scipy import stats  # half a second, only when two experiments are compared
 
     values_a = dict(zip(a["seeds"], a["test_accuracy_over_seeds"]["values"], strict=True))
     values_b = dict(zip(b["seeds"], b["test_accuracy_over_seeds"]["values"], strict=True))

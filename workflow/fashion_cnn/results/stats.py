@@ -29,6 +29,8 @@ def describe(values: list[float]) -> dict:
         "values": [float(value) for value in array],
     }
     if n > 1:
+        # scipy.stats (half a second) only for replicates: Snakemake imports this module to
+        # label the report, before any job, and must start fast
         from scipy import stats
 
         summary["std"] = float(array.std(ddof=1))

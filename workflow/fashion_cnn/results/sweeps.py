@@ -56,6 +56,33 @@ def summarize_sweep(definition: dict, metrics_paths: list[Path], outputs: dict[s
     html, plot). ``metrics_paths`` are the points' aggregate metrics.json, in the definition's
     order. Returns the best point."""
     points = definition["points"]
+    metrics = _read_points(points, metrics_paths)
+    best_index = max(
+        range(len(points)), key=lambda i: (metrics[i]["test_accuracy_over_seeds"]["mean"], -i)
+    )
+    rows, shown = [], []
+    for index, (point, data) in enumerate(zip(points, metrics, strict=True)):
+        summary = data["test_accuracy_over_seeds"]
+        is_best = index == best_index
+        versus = _versus_best(data, metrics[best_index])
+        verdict = _verdict(versus, is_best)
+        rows.append(_csv_row(point["folder"], summary, is_best, versus, verdict))
+        values = [format_value(point["values"][key]) for key in definition["keys"]]
+        shown.append([*values, *_shown_cells(summary, is_best), verdict])
+    write_csv(outputs["csv"], COLUMNS, rows)
+    _write_pages(definition, shown, outputs)
+    plot_sweep(definition, metrics, best_index, Path(outputs["plot"]))
+    log.info(
+        "sweep %s: best point %s, %s",
+        definition["name"],
+        points[best_index]["folder"],
+        percent_with_spread(metrics[best_index]["test_accuracy_over_seeds"]),
+    )
+    return points[best_index]
+
+
+def _read_points(points: list[dict], metrics_paths: list[Path]) -> list[dict]:
+    """Each point's aggregate metrics, checked to be that point's, with its settings."""
     if len(metrics_paths) != len(points):
         raise UserError(
             f"summarize-sweep: {len(points)} points but {len(metrics_paths)} --metrics files; "
@@ -74,48 +101,41 @@ def summarize_sweep(definition: dict, metrics_paths: list[Path], outputs: dict[s
                 f"settings, not the point {point['run']}. Rebuild it (snakemake reruns a point "
                 "whose settings changed)."
             )
-    best_index = max(
-        range(len(points)), key=lambda i: (metrics[i]["test_accuracy_over_seeds"]["mean"], -i)
-    )
-    best = metrics[best_index]
-    rows, shown = [], []
-    for index, (point, data) in enumerate(zip(points, metrics, strict=True)):
-        summary = data["test_accuracy_over_seeds"]
-        versus = _versus_best(data, best)
-        is_best = index == best_index
-        verdict = _verdict(versus, is_best)
-        interval = summary["ci95"] or [None, None]
-        rows.append(
-            [
-                point["folder"],
-                summary["n"],
-                summary["mean"],
-                summary["std"],
-                interval[0],
-                interval[1],
-                summary["min"],
-                summary["max"],
-                is_best,
-                versus["difference"],
-                versus["ci95_low"],
-                versus["ci95_high"],
-                versus["p_value"],
-                verdict,
-            ]
-        )
-        low, high = interval
-        shown.append(
-            [
-                *(format_value(point["values"][key]) for key in definition["keys"]),
-                ("**" if is_best else "")
-                + percent_with_spread(summary)
-                + ("**" if is_best else ""),
-                "—" if low is None else f"{percent(low)} to {percent(high)}",
-                verdict,
-            ]
-        )
+    return metrics
+
+
+def _csv_row(folder: str, summary: dict, is_best: bool, versus: dict, verdict: str) -> list:
+    interval = summary["ci95"] or [None, None]
+    return [
+        folder,
+        summary["n"],
+        summary["mean"],
+        summary["std"],
+        interval[0],
+        interval[1],
+        summary["min"],
+        summary["max"],
+        is_best,
+        versus["difference"],
+        versus["ci95_low"],
+        versus["ci95_high"],
+        versus["p_value"],
+        verdict,
+    ]
+
+
+def _shown_cells(summary: dict, is_best: bool) -> list[str]:
+    """The page's accuracy (bold for the best point) and interval cells."""
+    low, high = summary["ci95"] or [None, None]
+    bold = "**" if is_best else ""
+    return [
+        bold + percent_with_spread(summary) + bold,
+        "—" if low is None else f"{percent(low)} to {percent(high)}",
+    ]
+
+
+def _write_pages(definition: dict, shown: list[list[str]], outputs: dict[str, Path]) -> None:
     header = [*definition["keys"], "test accuracy, mean ± std (n)", "95% interval", "vs the best"]
-    write_csv(outputs["csv"], COLUMNS, rows)
     title = f"sweep {definition['name']}: {definition['experiment']} over " + ", ".join(
         definition["keys"]
     )
@@ -125,11 +145,3 @@ def summarize_sweep(definition: dict, metrics_paths: list[Path], outputs: dict[s
     write_text(outputs["markdown"], f"# {title}\n\n{note}" + markdown_table(header, shown))
     html_rows = [[cell.replace("**", "") for cell in cells] for cells in shown]
     write_text(outputs["html"], html_page(f"fashion-cnn {title}", title, header, html_rows))
-    plot_sweep(definition, metrics, best_index, Path(outputs["plot"]))
-    log.info(
-        "sweep %s: best point %s, %s",
-        definition["name"],
-        points[best_index]["folder"],
-        percent_with_spread(best["test_accuracy_over_seeds"]),
-    )
-    return points[best_index]

@@ -14,6 +14,9 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
+import torch
+from torch.profiler import ProfilerActivity, profile
+
 # operation name prefix -> kind, first match wins (by self time, so the kinds add up to the step)
 KINDS = [
     ("aten::convolution_backward", "convolution, backward"),
@@ -38,8 +41,6 @@ KINDS = [
 
 def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
     """fp32 GFLOP/s of a large square matrix product: this machine's practical ceiling."""
-    import torch
-
     torch.set_num_threads(threads)
     a, b = torch.rand(size, size), torch.rand(size, size)
     torch.mm(a, b)
@@ -54,8 +55,6 @@ def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 5) -> floa
 def conv_flops(model, example) -> dict:
     """Forward FLOPs of the Conv2d layers, keyed by (input shape, weight shape), from one forward
     pass; layers of the same shapes are added up (the profiler cannot tell them apart either)."""
-    import torch
-
     flops: dict[tuple, float] = defaultdict(float)
     order: list[tuple] = []
 
@@ -78,8 +77,6 @@ def conv_flops(model, example) -> dict:
 
 def profile_step(step, batches, steps: int) -> list:
     """Profiler events of ``steps`` training steps (after 5 untimed ones)."""
-    from torch.profiler import ProfilerActivity, profile
-
     for _ in range(5):
         step(*next(batches))
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import torch
+from PIL import Image
 
 from fashion_cnn.data.augment import Policy, augment_batch, to_float_batch, torchvision_transform
 
@@ -25,6 +26,7 @@ class DeviceBatches:
         images,
         labels,
         device,
+        *,
         policy: Policy,
         batch_size: int,
         generator,
@@ -53,7 +55,8 @@ class DeviceBatches:
         ]
         return torch.cat(orders)[:needed]
 
-    def batches(self, order: torch.Tensor, start_step: int):
+    def batches(self, order: torch.Tensor | None, start_step: int):
+        assert order is not None  # new_order's, for this pipeline
         for step in range(start_step, len(self)):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
             images = augment_batch(to_float_batch(self.images[index]), self.policy, self.generator)
@@ -83,6 +86,7 @@ class SemiSupervisedBatches(DeviceBatches):
         labels,
         unlabelled_images,
         device,
+        *,
         policy: Policy,
         strong_policy: Policy,
         batch_size: int,
@@ -92,7 +96,14 @@ class SemiSupervisedBatches(DeviceBatches):
         steps_per_epoch: int = 0,
     ):
         super().__init__(
-            images, labels, device, policy, batch_size, generator, False, steps_per_epoch
+            images,
+            labels,
+            device,
+            policy=policy,
+            batch_size=batch_size,
+            generator=generator,
+            channels_last=False,
+            steps_per_epoch=steps_per_epoch,
         )
         self.unlabelled = (
             torch.from_numpy(np.ascontiguousarray(unlabelled_images)).to(device).unsqueeze(1)
@@ -100,7 +111,7 @@ class SemiSupervisedBatches(DeviceBatches):
         self.strong_policy, self.unlabelled_batch = strong_policy, ratio * batch_size
         self.layout = torch.channels_last if channels_last else torch.contiguous_format
 
-    def batches(self, order: torch.Tensor, start_step: int):
+    def batches(self, order: torch.Tensor | None, start_step: int):
         for images, labels in super().batches(order, start_step):
             pick = torch.randint(
                 len(self.unlabelled),
@@ -124,8 +135,6 @@ class ChapterDataset(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, index):
-        from PIL import Image
-
         return self.transform(Image.fromarray(self.images[index], mode="L")), int(
             self.labels[index]
         )
@@ -140,7 +149,7 @@ class LoaderBatches:
     resumable_mid_epoch = False
 
     def __init__(
-        self, images, labels, device, policy: Policy, batch_size: int, seed: int, channels_last
+        self, images, labels, device, *, policy: Policy, batch_size: int, seed: int, channels_last
     ):
         self.generator = torch.Generator().manual_seed(seed)
         dataset = ChapterDataset(images, labels, torchvision_transform(policy))

@@ -5,10 +5,14 @@ Device and precision are passed in from the config, never decided at import time
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import logging
 import math
 import os
+import platform
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +20,8 @@ import torch
 
 from fashion_cnn.config.settings import EngineSettings
 from fashion_cnn.core.errors import UserError
+from fashion_cnn.core.provenance import cpu_name, cpuinfo_field
+from fashion_cnn.training.graphs import unsupported
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +83,6 @@ def claim_gpu(count: int, folder: Path | None = None) -> int | None:
     it (CUDA_VISIBLE_DEVICES). Snakemake's ``gpu`` resource keeps the jobs at most one per GPU;
     the locks give each its own device. Returns the index taken, or None when there was nothing
     to choose: the user or a scheduler already set CUDA_VISIBLE_DEVICES, one GPU, or all taken."""
-    import fcntl
-    import tempfile
-
     if count < 2 or "CUDA_VISIBLE_DEVICES" in os.environ or "SLURM_JOB_ID" in os.environ:
         return None
     folder = folder or Path(tempfile.gettempdir()) / f"fashion-cnn-gpus-{os.getuid()}"
@@ -155,12 +158,12 @@ def cgroup_cpu_limit(
             folder = root / controllers / path.lstrip("/")
             for candidate in (folder, root / controllers):
                 try:
-                    quota = int((candidate / "cpu.cfs_quota_us").read_text())
-                    period = int((candidate / "cpu.cfs_period_us").read_text())
+                    v1_quota = int((candidate / "cpu.cfs_quota_us").read_text())
+                    v1_period = int((candidate / "cpu.cfs_period_us").read_text())
                 except (OSError, ValueError):
                     continue
-                if quota > 0:
-                    limits.append(quota / period)
+                if v1_quota > 0:
+                    limits.append(v1_quota / v1_period)
                 break
     return min(limits) if limits else None
 
@@ -208,15 +211,12 @@ def keep_freed_memory(setting: str = "auto") -> str:
     and allocates the same activations again: the kernel hands the pages back zeroed, one page
     fault each. Measured on 2-core EPYC and Xeon machines: 2,800-4,400 page faults per CNN step at
     batch 64 and 3,800-8,900 per ResNet-18 step; without them the CNN's step took a fifth (Xeon)
-    to a third (AVX2 EPYC) less time (docs/benchmarks.md, docs/allocator_faults.py). With both thresholds at 1 GiB the faults stop
+    to a third (AVX2 EPYC) less time (docs/benchmarks.md, tools/allocator_faults.py). With both thresholds at 1 GiB the faults stop
     once the first steps have grown the heap. Process-wide and not undoable; ``system`` (or a
     C library other than glibc) leaves the allocator as it is. Returns what was done, as logged.
     """
     if setting == "system":
         return "system malloc defaults (engine.allocator: system)"
-    import ctypes
-    import platform
-
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return f"system malloc defaults (not glibc: {platform.system()} {platform.libc_ver()[0]})"
     try:
@@ -234,8 +234,6 @@ def keep_freed_memory(setting: str = "auto") -> str:
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags as Linux reports them (empty elsewhere)."""
-    from fashion_cnn.core.provenance import cpuinfo_field
-
     return set((cpuinfo_field("flags") or "").split())
 
 
@@ -269,66 +267,84 @@ class Switches:
         """The engine's switches on this device for this recipe, each choice logged with its
         reason. An experiment may set its own ``precision``; the optimizer and schedule decide
         whether the step can be one CUDA graph."""
-        from fashion_cnn.core.provenance import cpu_name
-        from fashion_cnn.training.graphs import unsupported
-
-        def choose(value, automatic):
-            return automatic if value == "auto" else bool(value)
-
         # measured: the chapter's CNN trains 1.42x faster channels_last on a Xeon's oneDNN, 1.15x
         # on an AVX2 EPYC, 1.10x on an H100; ResNet-18 the same within noise
-        channels_last = choose(engine.channels_last, True)
+        channels_last = _choose(engine.channels_last, True)
         # measured: at the chapter's batch 64, bf16 autocast is slower on an H100 (its casts add
         # launches to a launch-bound step) and changes the chapter's numerics; opt in
         if precision == "engine":
             precision = engine.precision
-        native = native_bf16(device)
-        bf16 = precision == "bf16"
-        if bf16 and not native:
-            log.warning(
-                "precision bf16 asked for, but this %s has no native bf16 (no AMX or AVX512-BF16): "
-                "emulated bf16 trains about ten times slower than fp32 here, so this run trains "
-                "in fp32. Its accuracy may differ a little from a bf16 run's.",
-                "CPU" if device.type == "cpu" else "GPU",
-            )
-            bf16 = False
-        compile_model = choose(engine.compile, False)
-        blocker = None
-        if device.type != "cuda":
-            blocker = f"the device is {device.type}, not CUDA"
-        elif compile_model:
-            blocker = "torch.compile is on (its reduce-overhead mode makes its own graphs)"
-        else:
-            blocker = unsupported(optimizer, lr_schedule)
+        bf16 = _bf16(precision, device)
+        compile_model = _choose(engine.compile, False)
+        blocker = _graph_blocker(device, compile_model, optimizer, lr_schedule)
         if engine.cuda_graph is True and blocker:
             raise UserError(
                 f"engine.cuda_graph is true but the training step cannot be one CUDA graph: "
                 f"{blocker}. Set engine.cuda_graph to auto (graphs where they work) or false."
             )
         # measured on an H200 (docs/benchmarks.md, "GPU"): at batch 64 the step is launch-bound
-        cuda_graph = choose(engine.cuda_graph, True) and blocker is None
+        cuda_graph = _choose(engine.cuda_graph, True) and blocker is None
+        switches = cls(channels_last, bf16, compile_model, cuda_graph)
+        _log_switches(switches, engine, device, precision, blocker)
+        return switches
 
-        def why(value, setting, automatic_reason):
-            return (
-                f"{'on' if value else 'off'} ({automatic_reason if setting == 'auto' else 'set'})"
-            )
 
-        where = (
-            (torch.cuda.get_device_name(device) if torch.cuda.is_available() else str(device))
-            if device.type == "cuda"
-            else f"{cpu_name()} ({'native bf16' if native else 'no native bf16'})"
+def _choose(value: bool | str, automatic: bool) -> bool:
+    return automatic if value == "auto" else bool(value)
+
+
+def _bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast where asked for and the device has it natively (a warning where not)."""
+    if precision != "bf16":
+        return False
+    if not native_bf16(device):
+        log.warning(
+            "precision bf16 asked for, but this %s has no native bf16 (no AMX or AVX512-BF16): "
+            "emulated bf16 trains about ten times slower than fp32 here, so this run trains "
+            "in fp32. Its accuracy may differ a little from a bf16 run's.",
+            "CPU" if device.type == "cpu" else "GPU",
         )
-        log.info(
-            "engine switches on %s: channels_last %s, bf16 autocast %s, torch.compile %s, "
-            "CUDA graph %s",
-            where,
-            why(channels_last, engine.channels_last, "faster on every CPU and GPU measured"),
-            "off (asked for, but no native bf16 here)"
-            if precision == "bf16" and not bf16
-            else why(bf16, "auto" if precision == "auto" else "set", "fp32 unless a recipe asks"),
-            why(compile_model, engine.compile, "no gain measured at batch 64"),
-            why(cuda_graph, engine.cuda_graph, "the whole step is one graph")
-            if cuda_graph
-            else f"off ({blocker or 'set'})",
-        )
-        return cls(channels_last, bf16, compile_model, cuda_graph)
+        return False
+    return True
+
+
+def _graph_blocker(
+    device: torch.device, compile_model: bool, optimizer: str, lr_schedule: str
+) -> str | None:
+    """Why the training step cannot be one CUDA graph, or None when it can."""
+    if device.type != "cuda":
+        return f"the device is {device.type}, not CUDA"
+    if compile_model:
+        return "torch.compile is on (its reduce-overhead mode makes its own graphs)"
+    return unsupported(optimizer, lr_schedule)
+
+
+def _log_switches(
+    switches: Switches, engine: EngineSettings, device: torch.device, precision: str, blocker
+) -> None:
+    """One line: each switch, on or off, and why (measured default, set, or impossible here)."""
+
+    def why(value, setting, automatic_reason):
+        return f"{'on' if value else 'off'} ({automatic_reason if setting == 'auto' else 'set'})"
+
+    native = native_bf16(device)
+    where = (
+        (torch.cuda.get_device_name(device) if torch.cuda.is_available() else str(device))
+        if device.type == "cuda"
+        else f"{cpu_name()} ({'native bf16' if native else 'no native bf16'})"
+    )
+    log.info(
+        "engine switches on %s: channels_last %s, bf16 autocast %s, torch.compile %s, "
+        "CUDA graph %s",
+        where,
+        why(switches.channels_last, engine.channels_last, "faster on every CPU and GPU measured"),
+        "off (asked for, but no native bf16 here)"
+        if precision == "bf16" and not switches.bf16
+        else why(
+            switches.bf16, "auto" if precision == "auto" else "set", "fp32 unless a recipe asks"
+        ),
+        why(switches.compile, engine.compile, "no gain measured at batch 64"),
+        why(switches.cuda_graph, engine.cuda_graph, "the whole step is one graph")
+        if switches.cuda_graph
+        else f"off ({blocker or 'set'})",
+    )

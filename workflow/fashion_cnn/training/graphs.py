@@ -56,6 +56,7 @@ class GraphedStep:
         model: nn.Module,
         optimizer,
         loss_function,
+        *,
         bf16: bool,
         batch_size: int,
     ):

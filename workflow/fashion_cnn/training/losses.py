@@ -8,9 +8,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fashion_cnn import NUM_CLASSES
-from fashion_cnn.config.settings import ExperimentSettings
-
 
 class ConsistencyLoss(nn.Module):
     """FixMatch (Sohn et al., 2020): cross-entropy on the labelled images (the first
@@ -34,6 +31,10 @@ class ConsistencyLoss(nn.Module):
     so a resumed run goes on with it."""
 
     ALIGNMENT_MOMENTUM = 0.99  # about the last 100 steps, ReMixMatch's 128 batches
+
+    confident: torch.Tensor  # buffers
+    considered: torch.Tensor
+    predicted_shares: torch.Tensor
 
     def __init__(
         self,
@@ -116,14 +117,3 @@ class WeakViewsWithoutGradients(nn.Module):
                 weak = self.model(images[-2 * count : -count])
         trained = self.model(torch.cat([images[: -2 * count], images[-count:]]))
         return torch.cat([trained[:-count], weak, trained[-count:]])
-
-
-def make_loss(experiment: ExperimentSettings) -> nn.Module:
-    if experiment.unlabelled_images:
-        return ConsistencyLoss(
-            experiment.pseudo_label_threshold,
-            experiment.unlabelled_weight,
-            experiment.label_smoothing,
-            align_classes=NUM_CLASSES if experiment.distribution_alignment else 0,
-        )
-    return nn.CrossEntropyLoss(label_smoothing=experiment.label_smoothing)

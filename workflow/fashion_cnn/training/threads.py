@@ -122,6 +122,7 @@ class ThreadTuner:
 
     def _probed(self, rate: float) -> None:
         probe, self.probe, self.windows = self.probe, None, 0
+        assert probe is not None  # a window is probed only after _measured chose the count
         if rate > MARGIN * self.baseline:
             log.info(
                 "shared_cores: adapt: %d PyTorch threads train at %.0f images/s against %.0f "

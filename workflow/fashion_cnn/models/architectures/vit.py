@@ -24,6 +24,9 @@ class GreyToImageNet(nn.Module):
     weights expect (``STATISTICS``): part of the model, so evaluation and the exported ONNX graph
     take the same 28x28 input."""
 
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(self, image_size: int, statistics: str = "imagenet"):
         super().__init__()
         self.image_size = image_size
@@ -45,6 +48,8 @@ class GreyToImageNet(nn.Module):
 class VisionTransformerFor28(nn.Module):
     """A torchvision VisionTransformer behind a stem (``stem``) that fits its input, with a 10-way
     head; the ViT's keys sit under ``vit.`` as in torchvision's state_dict (see weights.py)."""
+
+    vit: torchvision.models.VisionTransformer
 
     def __init__(self, stem: nn.Module, vit: torchvision.models.VisionTransformer, dropout: float):
         super().__init__()
@@ -112,7 +117,7 @@ def vit_small_for_fashion(
     return _with_softmax(model, output_softmax)
 
 
-def _with_softmax(model: nn.Module, output_softmax: bool) -> nn.Module:
+def _with_softmax(model: VisionTransformerFor28, output_softmax: bool) -> nn.Module:
     if output_softmax:
         model.vit.heads = nn.Sequential(*model.vit.heads, nn.Softmax(dim=1))
     return model
@@ -126,9 +131,9 @@ def vit_layout(pretrained: dict, model: nn.Module) -> dict:
     if any(key.startswith("vit.") for key in pretrained):
         return pretrained
     if "encoder.pos_embedding" in pretrained:
-        pretrained = interpolate_embeddings(
-            model.vit.image_size, model.vit.patch_size, dict(pretrained)
-        )
+        vit = model.vit
+        assert isinstance(vit, torchvision.models.VisionTransformer)
+        pretrained = interpolate_embeddings(vit.image_size, vit.patch_size, dict(pretrained))
     return {f"vit.{key}": tensor for key, tensor in pretrained.items()}
 
 

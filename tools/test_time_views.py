@@ -3,8 +3,8 @@ combination of ``test_time_flip`` and ``test_time_shift`` (``fashion_cnn.evaluat
 the code evaluation runs), on the LAST N training images of a run trained with
 ``validation_images: N`` (never trained on), or, once the choice is made, on the test set.
 
-Run: .venv/bin/python docs/test_time_views.py CHECKPOINT results/data/fashion_mnist.npz --validation 5000
-     .venv/bin/python docs/test_time_views.py CHECKPOINT results/data/fashion_mnist.npz --test
+Run: .venv/bin/python tools/test_time_views.py CHECKPOINT results/data/fashion_mnist.npz --validation 5000
+     .venv/bin/python tools/test_time_views.py CHECKPOINT results/data/fashion_mnist.npz --test
 """
 
 import argparse
@@ -51,6 +51,8 @@ if __name__ == "__main__":
     labels = labels.astype(np.int64)
     print(f"{options.checkpoint}: {len(labels)} {what}")
     for flip, shift in COMBINATIONS:
-        scores = predict(model, images, torch.device("cpu"), 1000, flip, shift)
+        scores = predict(
+            model, images, torch.device("cpu"), 1000, test_time_flip=flip, test_time_shift=shift
+        )
         accuracy = 100 * accuracy_from_scores(scores, labels)
         print(f"test_time_flip {str(flip).lower():5}  test_time_shift {shift}: {accuracy:.2f}%")

@@ -3,7 +3,7 @@ single-threaded busy process: the figures docs/benchmarks.md quotes in "How Open
 wait". Each setting runs in a fresh process (libgomp reads its environment once, at load), the
 settings alternating, each `--pairs` times. CPU time is split into user and system (a sleeping
 wait costs a futex system call per barrier). Run:
-    .venv/bin/python docs/omp_wait.py [--model resnet_small --width 24] [--contention]
+    .venv/bin/python tools/omp_wait.py [--model resnet_small --width 24] [--contention]
 """
 
 import argparse
@@ -45,10 +45,10 @@ def child(model_name: str, width: int, batch: int, steps: int) -> dict:
     images = torch.rand(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch,))
     for _ in range(5):
-        train_step(model, optimizer, None, criterion, images, labels, False)
+        train_step(model, optimizer, criterion, images, labels)
     before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     for _ in range(steps):
-        train_step(model, optimizer, None, criterion, images, labels, False)
+        train_step(model, optimizer, criterion, images, labels)
     seconds = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF)
     return {

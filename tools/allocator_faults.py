@@ -4,7 +4,7 @@ docs/benchmarks.md quotes in "Where the CPU time went: page faults".
 
 Each setting runs in its own fresh process (the setting is process-wide and cannot be undone),
 alternating, so a drifting machine touches both alike. Run:
-    .venv/bin/python docs/allocator_faults.py [--model cnn|resnet18|...] [--pairs 3]
+    .venv/bin/python tools/allocator_faults.py [--model cnn|resnet18|...] [--pairs 3]
 It needs results/data/fashion_mnist.npz (snakemake ... results/data/fashion_mnist.npz).
 """
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "workflow"))
 def measure(model_name: str, preset: str, batch: int, steps: int, tuned: bool) -> dict:
     import numpy as np
     import torch
-    from fashion_cnn.tools.benchmark import engine_step
+    from fashion_cnn.tools.benchmark.measure import Workload, engine_step
     from fashion_cnn.training.device import keep_freed_memory, set_threads
 
     setting = keep_freed_memory("auto" if tuned else "system")
@@ -31,9 +31,8 @@ def measure(model_name: str, preset: str, batch: int, steps: int, tuned: bool) -
     arrays = np.load(ROOT / "results/data/fashion_mnist.npz")
     images, labels = arrays["train_images"][:8192], arrays["train_labels"][:8192]
     switches = {"channels_last": True, "compile": False, "bf16": False}
-    batches, step, _ = engine_step(
-        images, labels, model_name, preset, batch, torch.device("cpu"), switches
-    )
+    workload = Workload(model_name, preset, batch, steps, warmup=10)
+    batches, step, _ = engine_step(images, labels, workload, torch.device("cpu"), switches)
     for _ in range(10):
         step(*next(batches))
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

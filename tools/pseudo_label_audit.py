@@ -2,7 +2,7 @@
 diagnosis after training (the true labels are read here, never during training). Prints the
 share of unlabelled images whose softmax passes the threshold, their accuracy, and per class the
 passed pseudo-labels' share and precision. The figures docs/benchmarks.md quotes for the held-out
-control (fm_val95). Run: .venv/bin/python docs/pseudo_label_audit.py CHECKPOINT DATA
+control (fm_val95). Run: .venv/bin/python tools/pseudo_label_audit.py CHECKPOINT DATA
 --labelled 500 --validation 5000 (images labelled..60000-validation are the unlabelled ones).
 """
 
