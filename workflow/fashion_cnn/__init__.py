@@ -21,3 +21,6 @@ CLASS_NAMES = (
 NUM_CLASSES = len(CLASS_NAMES)
 # The training set's size; the test set has 10,000 more images.
 TRAINING_IMAGES = 60_000
+TEST_IMAGES = 10_000
+# The chapter's augmentation figures (PNG files, results/data/augmentation/NAME.png), in order.
+AUGMENTATION_FIGURES = ("flip", "random_flips", "random_rotations", "random_resized_crops")

@@ -20,6 +20,7 @@ except TypeError:  # a module from a remote source (github(...)): no local files
     )
 sys.path.insert(0, str(WORKFLOW_FOLDER))
 
+from fashion_cnn import AUGMENTATION_FIGURES  # noqa: E402
 from fashion_cnn.config.choices import models_with  # noqa: E402
 from fashion_cnn.config.site import (  # noqa: E402
     check_container_image,
@@ -61,12 +62,6 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 RAW_FOLDER = f"{RESOURCES}/fashion-mnist"
 WEIGHTS_FOLDER = f"{RESOURCES}/weights"
 WEIGHTS_STATUS = f"{WEIGHTS_FOLDER}/{{model}}_imagenet.json"  # model: resnet18, vit_b16
-AUGMENTATION_FIGURES = [
-    "flip",
-    "random_flips",
-    "random_rotations",
-    "random_resized_crops",
-]
 
 # Quoting: every value a rule puts on a command line arrives as exactly one argument, whatever
 # it holds (spaces, `;`, `$(...)`, quotes). Rules write every placeholder as {name:q}, which

@@ -125,7 +125,7 @@ def _check_image_counts(where: str, experiment: dict, key: KeyName) -> int:
             f"Config error: {where} trains on the first {experiment['train_subset']} images and "
             f"holds out the last {held_out} for validation, which would overlap (there are "
             f"{TRAINING_IMAGES:,} training images). Make train_subset + validation_images at "
-            "most 60000."
+            f"most {TRAINING_IMAGES}."
         )
     if experiment["unlabelled_images"] and not experiment["train_subset"]:
         raise UserError(
@@ -138,7 +138,7 @@ def _check_image_counts(where: str, experiment: dict, key: KeyName) -> int:
             f"Config error: {where} uses the first {experiment['train_subset']} images with their "
             f"labels, the next {unlabelled} without, and holds out the last {held_out}: more than "
             f"the {TRAINING_IMAGES:,} training images. Make train_subset + unlabelled_images + "
-            "validation_images at most 60000."
+            f"validation_images at most {TRAINING_IMAGES}."
         )
     return unlabelled
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_cnn import NUM_CLASSES
+from fashion_cnn import NUM_CLASSES, TEST_IMAGES, TRAINING_IMAGES
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.files import atomic_path
 
@@ -43,28 +43,28 @@ FILES = (
         "train_images",
         "train-images-idx3-ubyte.gz",
         "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-        60000,
+        TRAINING_IMAGES,
         (28, 28),
     ),
     IdxFile(
         "train_labels",
         "train-labels-idx1-ubyte.gz",
         "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-        60000,
+        TRAINING_IMAGES,
         (),
     ),
     IdxFile(
         "test_images",
         "t10k-images-idx3-ubyte.gz",
         "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-        10000,
+        TEST_IMAGES,
         (28, 28),
     ),
     IdxFile(
         "test_labels",
         "t10k-labels-idx1-ubyte.gz",
         "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-        10000,
+        TEST_IMAGES,
         (),
     ),
 )

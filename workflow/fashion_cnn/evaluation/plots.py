@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fashion_cnn import CLASS_NAMES  # noqa: E402
+from fashion_cnn import AUGMENTATION_FIGURES, CLASS_NAMES  # noqa: E402
 from fashion_cnn.config.sweeps import format_value  # noqa: E402
 from fashion_cnn.core.files import save_figure  # noqa: E402
 from fashion_cnn.data.augment import Policy, augment_batch  # noqa: E402
@@ -70,16 +70,17 @@ def plot_augmentations(images: np.ndarray, output_folder: Path, seed: int) -> li
         ]
 
     figures = {
-        "flip.png": [original, ("horizontal flip", image[0].flip(2))],
-        "random_flips.png": panels("random flip", Policy(flip_probability=0.5)),
-        "random_rotations.png": panels("rotation up to ±20°", Policy(max_rotation_degrees=20)),
-        "random_resized_crops.png": panels("resized crop 0.7-1.0", Policy(crop_scale=(0.7, 1.0))),
+        "flip": [original, ("horizontal flip", image[0].flip(2))],
+        "random_flips": panels("random flip", Policy(flip_probability=0.5)),
+        "random_rotations": panels("rotation up to ±20°", Policy(max_rotation_degrees=20)),
+        "random_resized_crops": panels("resized crop 0.7-1.0", Policy(crop_scale=(0.7, 1.0))),
     }
+    assert tuple(figures) == AUGMENTATION_FIGURES  # the names the rules ask for
     paths = []
-    for filename, shown in figures.items():
+    for name, shown in figures.items():
         figure, axes = plt.subplots(1, len(shown), figsize=(3 * len(shown), 3.4))
         _row(axes, [picture for _, picture in shown], [title for title, _ in shown])
-        path = output_folder / filename
+        path = output_folder / f"{name}.png"
         _save(figure, path)
         paths.append(path)
     return paths

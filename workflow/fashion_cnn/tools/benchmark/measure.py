@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fashion_cnn.config.schema import schema_at
 from fashion_cnn.config.validation import default_engine_settings
 from fashion_cnn.core.provenance import cpu_name
 from fashion_cnn.data.augment import get_policy, to_float_batch, torchvision_transform
@@ -391,7 +392,7 @@ def inference_rates(images, model_name: str, device, threads: int, repeats: int)
     eager_scores = eager(batch).float().cpu().numpy()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
-        export_model(model.cpu(), path, opset=20)
+        export_model(model.cpu(), path, opset=schema_at("export.opset")["default"])
         runtime = session(path, threads)
         results["onnxruntime"] = latency_and_throughput(
             lambda inputs: runtime.run(None, {"images": inputs}), batch, repeats
