@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 from fashion_cnn import TRAINING_IMAGES
 from fashion_cnn.config import choices
@@ -198,18 +198,22 @@ class ExperimentSettings:
         return int(value)
 
 
+# An engine switch: on, off, or the measured default for the device (auto).
+Switch = bool | Literal["auto"]
+
+
 @dataclass(frozen=True)
 class EngineSettings(_Settings):
     """How training runs, not what it learns: the config's ``engine`` section."""
 
-    device: str
-    data_pipeline: str
-    channels_last: bool | str
-    precision: str
-    compile: bool | str
-    cuda_graph: bool | str
-    allocator: str
-    shared_cores: str
+    device: str  # auto, cpu, cuda or cuda:N
+    data_pipeline: Literal["device", "dataloader"]
+    channels_last: Switch
+    precision: Literal["auto", "fp32", "bf16"]
+    compile: Switch
+    cuda_graph: Switch
+    allocator: Literal["auto", "system"]
+    shared_cores: Literal["keep", "adapt"]
     eval_batch_size: int
     checkpoint_every_epochs: int
 
