@@ -19,7 +19,7 @@ IMAGE ?= containers/fashion-cnn_0.1.0.sif
 CUDA ?= 13.0
 APPTAINER ?= apptainer
 
-.PHONY: setup setup-test run quick check-config report test test-fast lint rulegraph benchmark image choices
+.PHONY: setup setup-test run quick check-config report test test-fast lint rulegraph benchmark image choices docs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -95,11 +95,16 @@ choices: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(PY) -m fashion_cnn choices --check
+	$(PY) -m fashion_cnn docs --check
 	$(VENV)/bin/ruff check workflow tests tools
 	$(VENV)/bin/ruff format --check workflow tests tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/snakefmt --check Snakefile workflow/Snakefile workflow/rules
 	$(SNAKEMAKE) --lint
+
+# The results pages (docs/results/) and the README's headline table, from the ledger (docs/ledger/).
+docs: $(VENV)/.installed
+	$(PY) -m fashion_cnn docs
 
 rulegraph: $(VENV)/.installed
 	$(SNAKEMAKE) --rulegraph | dot -Tsvg > docs/rulegraph.svg

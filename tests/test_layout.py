@@ -19,6 +19,8 @@ TORCH_FREE = [
     "fashion_cnn.results.tables",
     "fashion_cnn.results.stats",
     "fashion_cnn.results.comparisons",
+    "fashion_cnn.results.ledger",
+    "fashion_cnn.results.pages",
     "fashion_cnn.config.validation",
     "fashion_cnn.config.schema",
     "fashion_cnn.config.checks",
@@ -105,6 +107,7 @@ def test_no_import_circle_between_modules():
             assert circle is None, "import circle: " + " -> ".join(circle)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", TORCH_FREE)
 def test_the_module_loads_no_torch(module):
     """Run in a fresh interpreter: importing it (and what it imports) must not load torch."""

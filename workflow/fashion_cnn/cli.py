@@ -319,6 +319,34 @@ def cmd_choices(args) -> None:
     write_or_check(args.check)
 
 
+def cmd_publish(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
+    from fashion_cnn.results.ledger import LEDGER, publish
+
+    describe = {
+        "name": args.as_name,
+        "question": args.question,
+        "title": args.title,
+        "command": args.command_line,
+        "shared": args.shared,
+        "reference": args.reference,
+        "headline": args.headline or None,
+    }
+    path = publish(Path(args.metrics), describe, Path(args.ledger or LEDGER))
+    log.info("published %s; run make docs to render the pages", path)
+
+
+def cmd_docs(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
+    from fashion_cnn.results.pages import check_docs, write_docs
+
+    if args.check:
+        check_docs()
+        return
+    for path in write_docs():
+        log.info("wrote %s", path)
+
+
 def cmd_benchmark(args) -> None:
     # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.tools.benchmark.report import run_benchmark
@@ -468,6 +496,27 @@ def _sweep_arguments(sub: argparse.ArgumentParser) -> None:
     _required(sub, "csv", "markdown", "html", "plot")
 
 
+def _publish_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("metrics", help="an experiment's aggregate results/<experiment>/metrics.json")
+    sub.add_argument("--as", dest="as_name", required=True, help="the record's name")
+    sub.add_argument(
+        "--question",
+        required=True,
+        choices=["chapter", "exercises", "frontier", "labels500", "speed", "gpu", "runtime"],
+        help="the results page it goes on",
+    )
+    sub.add_argument("--title", required=True, help="one line: what was measured")
+    sub.add_argument(
+        "--command", dest="command_line", required=True, help="the exact command that ran it"
+    )
+    sub.add_argument(
+        "--shared", action="store_true", help="other work ran on the machine meanwhile"
+    )
+    sub.add_argument("--reference", help="the chapter's figure for the same recipe")
+    sub.add_argument("--headline", action="store_true", help="in the README's table too")
+    sub.add_argument("--ledger", help="the ledger's folder (default: docs/ledger)")
+
+
 def _summary_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--metrics", nargs="+", required=True)
     sub.add_argument("--onnx-reports", nargs="+", required=True)
@@ -572,6 +621,18 @@ COMMANDS = [
         _sweep_arguments,
     ),
     Command("summarize", cmd_summarize, "one table of every experiment", _summary_arguments),
+    Command(
+        "publish",
+        cmd_publish,
+        "add an experiment's results over seeds to the results ledger (docs/ledger/)",
+        _publish_arguments,
+    ),
+    Command(
+        "docs",
+        cmd_docs,
+        "render the results pages and the README's headline table from the ledger",
+        _choices_arguments,
+    ),
     Command(
         "benchmark",
         cmd_benchmark,

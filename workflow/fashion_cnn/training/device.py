@@ -209,10 +209,9 @@ def keep_freed_memory(setting: str = "auto") -> str:
     By default glibc returns a freed block to the kernel when it was mmap-ed (large blocks) or
     when enough is free at the top of the heap (M_TRIM_THRESHOLD), and every training step frees
     and allocates the same activations again: the kernel hands the pages back zeroed, one page
-    fault each. Measured on 2-core EPYC and Xeon machines: 2,800-4,400 page faults per CNN step at
-    batch 64 and 3,800-8,900 per ResNet-18 step; without them the CNN's step took a fifth (Xeon)
-    to a third (AVX2 EPYC) less time (docs/benchmarks.md, tools/allocator_faults.py). With both thresholds at 1 GiB the faults stop
-    once the first steps have grown the heap. Process-wide and not undoable; ``system`` (or a
+    fault each, thousands per step, and the step measurably slower without them (docs/benchmarks.md,
+    "CPU: the page faults of every step", measured with tools/allocator_faults.py). With both
+    thresholds at 1 GiB the faults stop once the first steps have grown the heap. Process-wide and not undoable; ``system`` (or a
     C library other than glibc) leaves the allocator as it is. Returns what was done, as logged.
     """
     if setting == "system":
@@ -267,8 +266,8 @@ class Switches:
         """The engine's switches on this device for this recipe, each choice logged with its
         reason. An experiment may set its own ``precision``; the optimizer and schedule decide
         whether the step can be one CUDA graph."""
-        # measured: the chapter's CNN trains 1.42x faster channels_last on a Xeon's oneDNN, 1.15x
-        # on an AVX2 EPYC, 1.10x on an H100; ResNet-18 the same within noise
+        # measured faster for the chapter's CNN on every CPU and GPU tried, ResNet-18 the same
+        # within noise (docs/speed.md)
         channels_last = _choose(engine.channels_last, True)
         # measured: at the chapter's batch 64, bf16 autocast is slower on an H100 (its casts add
         # launches to a launch-bound step) and changes the chapter's numerics; opt in

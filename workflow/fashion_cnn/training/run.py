@@ -181,8 +181,8 @@ def _model(
     weights_source = initialise(model, experiment, job.weights_input, job.strict_weights)
     write_text(job.summary_path, summary_table(model))
     if device.type == "cpu":
-        # ResNet-18's last stage at 28x28: one-pixel convolutions as matrix products (2.4x the
-        # whole step on a 2-core EPYC; same arithmetic in another order; docs/benchmarks.md)
+        # ResNet-18's last stage at 28x28: one-pixel convolutions as matrix products (the same
+        # arithmetic in another order, measured faster: docs/benchmarks.md, "ResNet-18 on this CPU")
         one_pixel_convolutions_as_matmuls(model)
     layout = torch.channels_last if switches.channels_last else torch.preserve_format
     # both at once is what torch's Module.to does; its type stubs list them apart

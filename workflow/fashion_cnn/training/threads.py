@@ -3,10 +3,9 @@ measuring the images/s each count gives.
 
 Why (docs/benchmarks.md, "On shared cores"): the threads of one convolution wait for each other
 at its end, so when another process keeps one of a 2-core job's cores busy, the thread that
-shares that core holds back the one that does not. Measured on three CPU kinds, beside one busy
-single-threaded process, the chapter's CNN with two threads ran at 54-72% of its quiet speed,
-and with one thread faster than with two (5,178 against 3,941 images/s on the AMX Xeon; 1,657
-against 1,348 on the AVX2 EPYC). Which count is faster depends on what the neighbours do and
+shares that core holds back the one that does not. Measured on three CPU kinds beside one busy
+single-threaded process, the chapter's CNN with two threads lost much of its quiet speed and
+ran faster with one thread than with two (docs/benchmarks.md, "On shared cores"). Which count is faster depends on what the neighbours do and
 for how long, so it is measured, not guessed: the training runs at one count for a window of
 steps, tries the next count down (or up) for one window, and keeps whichever was faster. A probe
 that loses is tried again less and less often (the cost of trying on a quiet machine is about

@@ -1,0 +1,184 @@
+"""The results ledger: a figure is a record, the pages are rendered from the records, and the
+documentation's links lead somewhere."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.results.ledger import LEDGER, check_record, load_records, publish
+from fashion_cnn.results.pages import BEGIN, END, check_docs, rendered, write_docs
+
+
+def _a_record() -> dict:
+    return json.loads((LEDGER / "cnn_small_augmented.5seeds.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda r: r.pop("machine"), "lacks a required key: 'machine'"),
+        (lambda r: r.pop("command"), "lacks a required key: 'command'"),
+        (lambda r: r["accuracy"].pop("seeds"), "lacks a required key: 'seeds'"),
+        (lambda r: r["machine"].pop("cpu"), "lacks a required key: 'cpu'"),
+        (lambda r: r.pop("transcribed_from"), "lacks a required key: 'transcribed_from'"),
+        (lambda r: r["accuracy"]["values"].pop(), "5 seeds and 4 values"),
+        (lambda r: r.update(date="28.11.2026"), "date"),
+    ],
+    ids=["no machine", "no command", "no seeds", "no CPU", "transcribed from nowhere",
+         "a seed without its value", "a date not ISO"],
+)  # fmt: skip
+def test_a_record_without_what_it_needs_is_refused(change, named):
+    record = _a_record()
+    check_record(copy.deepcopy(record), "x.json")  # the committed record itself is whole
+    change(record)
+    with pytest.raises(UserError, match=re.escape(named)):
+        check_record(record, "x.json")
+
+
+def test_the_committed_pages_are_what_the_ledger_renders():
+    """What make lint checks (python -m fashion_cnn docs --check): no page drifted."""
+    check_docs()
+    assert len(load_records()) >= 10
+
+
+def _ledger_copy(tmp_path: Path) -> tuple[Path, Path, Path]:
+    ledger, pages, readme = tmp_path / "ledger", tmp_path / "results", tmp_path / "README.md"
+    shutil.copytree(LEDGER, ledger)
+    readme.write_text(f"# a manual\n\n{BEGIN}\n{END}\n\nmore text\n")
+    write_docs(ledger, readme, pages)
+    return ledger, pages, readme
+
+
+def test_a_changed_record_whose_page_was_not_rendered_is_drift(tmp_path):
+    ledger, pages, readme = _ledger_copy(tmp_path)
+    check_docs(ledger, readme, pages)
+    path = ledger / "cnn_small_plain.5seeds.json"
+    record = json.loads(path.read_text())
+    record["accuracy"]["mean"] = 0.7710
+    path.write_text(json.dumps(record))
+    with pytest.raises(UserError, match="out of date: chapter.md, README.md. Run make docs"):
+        check_docs(ledger, readme, pages)
+    write_docs(ledger, readme, pages)
+    check_docs(ledger, readme, pages)
+    assert "**77.10% ± 0.48 (n=5)**" in (pages / "chapter.md").read_text()
+    assert readme.read_text().endswith("more text\n")  # the rest of the README is left alone
+
+
+def test_a_page_edited_by_hand_is_drift(tmp_path):
+    ledger, pages, readme = _ledger_copy(tmp_path)
+    page = pages / "chapter.md"
+    page.write_text(page.read_text().replace("78.94%", "79.94%"))
+    with pytest.raises(UserError, match="chapter.md"):
+        check_docs(ledger, readme, pages)
+
+
+@pytest.mark.slow
+def test_a_workflow_result_published_and_rendered(tmp_path, real_checkpoint, prepared_data):
+    """A tiny real result through the whole route: two seeds' metrics from evaluate_model, their
+    aggregate from aggregate_metrics, publish into a ledger, render: the page shows the n, the
+    spread, every seed, the machine and the command."""
+    from fashion_cnn.evaluation.evaluate import EvaluationOutputs, evaluate_model
+    from fashion_cnn.results.replicates import aggregate_metrics
+
+    per_seed = []
+    for seed in (7, 8):
+        folder = tmp_path / f"seed-{seed}"
+        folder.mkdir()
+        outputs = EvaluationOutputs(
+            folder / "metrics.json", folder / "confusion.csv", folder / "per_class.csv"
+        )
+        metrics = evaluate_model(real_checkpoint, prepared_data, outputs, device_spec="cpu")
+        metrics["seed"] = seed
+        metrics["test_accuracy"] += 0.01 * (seed - 7)  # two replicates that differ
+        per_seed.append(metrics)
+    aggregate_path = tmp_path / "metrics.json"
+    aggregate_path.write_text(json.dumps(aggregate_metrics(per_seed)))
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    describe = {
+        "name": "tiny.2seeds",
+        "question": "chapter",
+        "title": "a tiny CNN, two seeds",
+        "command": "snakemake --cores 2 results/tiny/metrics.json",
+        "shared": False,
+        "headline": True,
+    }
+    path = publish(aggregate_path, describe, ledger)
+    assert path == ledger / "tiny.2seeds.json"
+    record = load_records(ledger)[0]
+    assert record["source"] == "measured" and record["accuracy"]["seeds"] == [7, 8]
+    assert record["machine"]["cores"] >= 1 and record["machine"]["cpu"] != "not recorded"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\n{END}\n")
+    files = rendered(ledger, readme, tmp_path / "results")
+    page = files[tmp_path / "results" / "chapter.md"]
+    mean, std = record["accuracy"]["mean"], record["accuracy"]["std"]
+    assert f"{100 * mean:.2f}% ± {100 * std:.2f} (n=2)" in page
+    assert "(seeds 7 / 8)" in page and record["machine"]["cpu"] in page
+    assert "`snakemake --cores 2 results/tiny/metrics.json`" in page
+    assert "a tiny CNN, two seeds" in files[readme]
+
+
+def test_publishing_a_seeds_own_metrics_is_refused(tmp_path):
+    seed_metrics = tmp_path / "metrics.json"
+    seed_metrics.write_text(json.dumps({"experiment": "x", "test_accuracy": 0.9}))
+    with pytest.raises(UserError, match="not an experiment's aggregate metrics.json"):
+        publish(seed_metrics, {}, tmp_path)
+
+
+# ----------------------------------------------------------------------------- links
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    return {_anchor(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")}
+
+
+def _documents() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+
+
+def test_every_link_and_anchor_in_the_documentation_resolves():
+    broken = []
+    for document in _documents():
+        text = re.sub(r"```.*?```", "", document.read_text(), flags=re.S)
+        for target in LINK.findall(text):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            file, _, anchor = target.partition("#")
+            path = (document.parent / file).resolve() if file else document
+            if not path.exists():
+                broken.append(f"{document.relative_to(REPO)}: {target} (no such file)")
+            elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
+                broken.append(f"{document.relative_to(REPO)}: {target} (no such heading)")
+    assert not broken, "links that lead nowhere:\n" + "\n".join(broken)
+
+
+def test_the_readme_is_a_manual():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; move the long material to docs/"
+    assert (
+        lines[2:6]
+        == [
+            "```bash",
+            lines[3],
+            lines[4],
+            "```",
+        ]
+        and lines[3].startswith("make run")
+        and lines[4].startswith("make test")
+    )

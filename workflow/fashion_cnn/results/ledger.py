@@ -1,0 +1,150 @@
+"""The results ledger: every figure the documentation shows, once, as a record.
+
+A record is one small JSON file under ``docs/ledger/`` (reviewed like code): the figures (for an
+accuracy n, mean, standard deviation, 95% interval and every seed's value), what ran (the exact
+command, the settings, the commit), where (the CPU and its cores, whether the machine was
+shared, a GPU), with what (torch) and when. ``workflow/schemas/record.schema.yaml`` says what a
+record must hold: one without its machine, its command or (for an accuracy) its seeds is refused.
+``publish`` makes a record from what the workflow wrote; ``results.pages`` renders the pages from
+the records. Torch-free.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from fashion_cnn.config.schema import describe_error
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.core.files import read_json, write_json
+
+REPOSITORY = Path(__file__).resolve().parents[3]
+LEDGER = REPOSITORY / "docs" / "ledger"
+RECORD_SCHEMA = REPOSITORY / "workflow" / "schemas" / "record.schema.yaml"
+
+# The results pages (docs/results/QUESTION.md), one per question a reader asks, in this order.
+QUESTIONS = {
+    "chapter": "The chapter reproduced",
+    "exercises": "The chapter's exercises and beyond",
+    "frontier": "The frontier: the best accuracy in a CPU budget",
+    "labels500": "500 labels: semi-supervised training",
+    "speed": "Training speed on each CPU",
+    "gpu": "On a GPU",
+    "runtime": "Run time of the whole workflow",
+}
+
+
+@functools.cache
+def record_schema() -> dict[str, Any]:
+    with open(RECORD_SCHEMA) as handle:
+        schema: dict[str, Any] = yaml.safe_load(handle)
+    return schema
+
+
+def check_record(record: Any, where: str) -> dict[str, Any]:
+    """The record, or one paragraph naming what it lacks (``where`` names its file)."""
+    validator = jsonschema.Draft202012Validator(record_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(record))
+    if error is not None:
+        message = describe_error(error).replace("Config error", f"Ledger record {where}", 1)
+        raise UserError(
+            f"{message} A record says what was measured, by which command, on which machine "
+            "(workflow/schemas/record.schema.yaml); fix the record, or publish it again."
+        )
+    checked: dict[str, Any] = record
+    accuracy = checked.get("accuracy")
+    if accuracy and not len(accuracy["seeds"]) == len(accuracy["values"]) == accuracy["n"]:
+        raise UserError(
+            f"Ledger record {where}: accuracy has n = {accuracy['n']} but "
+            f"{len(accuracy['seeds'])} seeds and {len(accuracy['values'])} values; give one "
+            "value per seed."
+        )
+    return checked
+
+
+def load_records(folder: Path = LEDGER) -> list[dict[str, Any]]:
+    """Every record in the ledger, checked, in name order; a file's name is its record's."""
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        record = check_record(read_json(path), str(path))
+        if record["name"] != path.stem:
+            raise UserError(
+                f"Ledger record {path} is named '{record['name']}' inside; a record's file is "
+                "its name. Rename one of them."
+            )
+        records.append(record)
+    return records
+
+
+def record_from_metrics(metrics: dict[str, Any], describe: dict[str, Any]) -> dict[str, Any]:
+    """A record of an experiment's aggregate metrics.json (``aggregate_seeds``'s) with what
+    ``describe`` adds: name, question, title, command, shared, and optionally reference and
+    headline. The machine, software, commit and date come from the metrics' own provenance."""
+    over_seeds = metrics["test_accuracy_over_seeds"]
+    training = metrics["training"]
+    provenance = training["provenance"]
+    record: dict[str, Any] = {
+        "name": describe["name"],
+        "question": describe["question"],
+        "title": describe["title"],
+        "kind": "accuracy",
+        "accuracy": {
+            "n": over_seeds["n"],
+            "mean": over_seeds["mean"],
+            "std": over_seeds["std"],
+            "ci95": over_seeds["ci95"],
+            "seeds": list(metrics["seeds"]),
+            "values": list(over_seeds["values"]),
+        },
+        "command": describe["command"],
+        "settings": metrics["config"],
+        "commit": (provenance.get("git") or {}).get("commit"),
+        "machine": _machine(training.get("device") or "", bool(describe["shared"])),
+        "software": {"torch": provenance["versions"].get("torch", "unknown")},
+        "date": provenance["created"][:10],
+        "source": "measured",
+        "training_time": f"{training['seconds'] / 60:.1f} min (the representative seed)",
+    }
+    for key in ("reference", "headline"):
+        if describe.get(key) is not None:
+            record[key] = describe[key]
+    return record
+
+
+DEVICE = re.compile(r"cpu \((?P<cpu>.*), (?P<cores>\d+) cores, (?P<threads>\d+) threads")
+
+
+def _machine(device: str, shared: bool) -> dict[str, Any]:
+    """The machine from the provenance's device line: ``cpu (NAME, N cores, T threads, ...)`` or
+    ``cuda (GPU NAME)``."""
+    match = DEVICE.match(device)
+    if match:
+        return {
+            "cpu": match["cpu"],
+            "cores": int(match["cores"]),
+            "threads": int(match["threads"]),
+            "shared": shared,
+            "gpu": None,
+        }
+    gpu = device.removeprefix("cuda (").removesuffix(")") if device.startswith("cuda") else None
+    return {"cpu": "not recorded", "cores": 1, "shared": shared, "gpu": gpu}
+
+
+def publish(metrics_path: Path, describe: dict[str, Any], folder: Path = LEDGER) -> Path:
+    """Add (or replace) the record of one experiment's results in the ledger."""
+    metrics = read_json(metrics_path)
+    if "test_accuracy_over_seeds" not in metrics:
+        raise UserError(
+            f"{metrics_path} is not an experiment's aggregate metrics.json (it has no "
+            "test_accuracy_over_seeds): publish results/<experiment>/metrics.json, the one "
+            "aggregate_seeds writes, not a seed's."
+        )
+    record = check_record(record_from_metrics(metrics, describe), str(metrics_path))
+    path = folder / f"{record['name']}.json"
+    write_json(path, record)
+    return path

@@ -1,0 +1,171 @@
+"""The results pages, rendered from the ledger (``make docs``): one page per question under
+``docs/results/``, and the README's table of headline results between its markers. Nothing on
+these pages is written by hand: ``make lint`` (so CI) fails while a page differs from what the
+ledger renders now (``python -m fashion_cnn docs --check``). Torch-free."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fashion_cnn.core.errors import UserError
+from fashion_cnn.core.files import write_text
+from fashion_cnn.results.ledger import LEDGER, QUESTIONS, REPOSITORY, load_records
+from fashion_cnn.results.stats import percent, percent_with_spread
+from fashion_cnn.results.tables import markdown_table
+
+PAGES = REPOSITORY / "docs" / "results"
+README = REPOSITORY / "README.md"
+BEGIN = "<!-- results: begin; make docs writes this block from docs/ledger/, do not edit -->"
+END = "<!-- results: end -->"
+GENERATED = (
+    "<!-- make docs writes this page from docs/ledger/; edit the records, not this page -->\n"
+)
+
+
+def _accuracy_cells(record: dict[str, Any]) -> list[str]:
+    accuracy = record["accuracy"]
+    low_high = accuracy["ci95"]
+    interval = "—" if low_high is None else f"{percent(low_high[0])} to {percent(low_high[1])}"
+    per_seed = " / ".join(f"{100 * value:.2f}" for value in accuracy["values"])
+    seeds = " / ".join(str(seed) for seed in accuracy["seeds"])
+    which = "seeds" if len(accuracy["seeds"]) > 1 else "seed"
+    return [f"**{percent_with_spread(accuracy)}**", interval, f"{per_seed} ({which} {seeds})"]
+
+
+def _difference_cells(record: dict[str, Any]) -> list[str]:
+    difference = record["difference"]
+    low, high = difference["ci95"]
+    test = difference.get("test", "paired t-test")
+    return [
+        f"**{100 * difference['difference']:+.2f} points** ({difference['a']} − {difference['b']}, "
+        f"n={difference['n']})",
+        f"{100 * low:+.2f} to {100 * high:+.2f} points",
+        f"{test}: p = {difference['p_value']:.2g}",
+    ]
+
+
+def _row(record: dict[str, Any]) -> list[str]:
+    cells = _accuracy_cells(record) if record["kind"] == "accuracy" else _difference_cells(record)
+    return [
+        f"[{record['title']}](#{record['name'].replace('.', '')})",
+        *cells,
+        record.get("reference", "—"),
+        _machine_text(record),
+    ]
+
+
+def _machine_text(record: dict[str, Any]) -> str:
+    machine = record["machine"]
+    where = machine.get("gpu") or f"{machine['cpu']}, {machine['cores']} cores"
+    if machine.get("threads"):
+        where += f", {machine['threads']} thread{'s' if machine['threads'] > 1 else ''} per job"
+    return where + (" (shared)" if machine["shared"] else "")
+
+
+HEADER = [
+    "result",
+    "test accuracy, mean ± std (n)",
+    "95% interval",
+    "per seed, or the test",
+    "the chapter",
+]
+
+
+def _order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Accuracies first, then the differences between them, each by name."""
+    return sorted(records, key=lambda record: (record["kind"] != "accuracy", record["name"]))
+
+
+def render_page(question: str, records: list[dict[str, Any]]) -> str:
+    """One results page: the table of its records, then how each was measured."""
+    lines = [GENERATED, f"# {QUESTIONS[question]}", ""]
+    lines.append(
+        "Every figure here is a record in [docs/ledger/](../ledger/): what ran, where, with what "
+        "and when. A record marked *transcribed* was copied from the committed text named in it "
+        "(its outputs are gone); the others were published from the workflow's own outputs."
+    )
+    lines += ["", markdown_table([*HEADER, "machine"], [_row(r) for r in records]).rstrip()]
+    for record in records:
+        lines += ["", f"## {record['name']}", "", f"**{record['title']}**", ""]
+        lines += [f"- {line}" for line in _provenance_lines(record)]
+    return "\n".join(lines) + "\n"
+
+
+def _provenance_lines(record: dict[str, Any]) -> list[str]:
+    software = ", ".join(f"{name} {version}" for name, version in record["software"].items())
+    lines = [
+        f"command: `{record['command']}`",
+        f"machine: {_machine_text(record)}",
+        f"software: {software}",
+        f"date: {record['date']}; commit: {record.get('commit') or 'not recorded'}",
+        f"source: {record['source']}"
+        + (f" from {record['transcribed_from']}" if record.get("transcribed_from") else ""),
+    ]
+    if record.get("training_time"):
+        lines.append(f"training time per seed: {record['training_time']}")
+    if record.get("note"):
+        lines.append(record["note"])
+    return lines
+
+
+def render_readme_block(records: list[dict[str, Any]]) -> str:
+    """The README's headline table: each headline record, linking to its page's section."""
+    rows = []
+    for record in records:
+        if not record.get("headline"):
+            continue
+        row = _row(record)
+        row[0] = (
+            f"[{record['title']}](docs/results/{record['question']}.md#{record['name'].replace('.', '')})"
+        )
+        rows.append(row[:-1] + [_machine_text(record)])
+    table = markdown_table([*HEADER, "machine"], rows)
+    return f"{BEGIN}\n{table}{END}"
+
+
+def rendered(folder: Path = LEDGER, readme: Path = README, pages: Path = PAGES) -> dict[Path, str]:
+    """Every generated file's text as the ledger renders it now (the README with its block)."""
+    records = _order(load_records(folder))
+    by_question: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_question.setdefault(record["question"], []).append(record)
+    files = {
+        pages / f"{question}.md": render_page(question, by_question[question])
+        for question in QUESTIONS
+        if question in by_question
+    }
+    text = readme.read_text()
+    if text.count(BEGIN) != 1 or text.count(END) != 1:
+        raise UserError(
+            f"{readme} must hold the results block once, between '{BEGIN}' and '{END}'. "
+            "Put the two markers back around the headline table, then run make docs."
+        )
+    before, rest = text.split(BEGIN)
+    after = rest.split(END, 1)[1]
+    files[readme] = before + render_readme_block(records) + after
+    return files
+
+
+def write_docs(folder: Path = LEDGER, readme: Path = README, pages: Path = PAGES) -> list[Path]:
+    """Render the pages and the README block; returns the files that changed."""
+    changed = []
+    for path, text in rendered(folder, readme, pages).items():
+        if not path.is_file() or path.read_text() != text:
+            write_text(path, text)
+            changed.append(path)
+    return changed
+
+
+def check_docs(folder: Path = LEDGER, readme: Path = README, pages: Path = PAGES) -> None:
+    """Stop with a paragraph when a generated file differs from what the ledger renders."""
+    stale = [
+        path.name
+        for path, text in rendered(folder, readme, pages).items()
+        if not path.is_file() or path.read_text() != text
+    ]
+    if stale:
+        raise UserError(
+            f"Generated from docs/ledger/ but out of date: {', '.join(stale)}. Run make docs and "
+            "commit the result (a figure is changed in its record, never on a page)."
+        )
