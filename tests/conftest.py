@@ -165,3 +165,30 @@ def assert_no_traceback(text: str) -> None:
 def flat(text: str) -> str:
     """Messages are wrapped for the terminal; compare them with whitespace folded."""
     return " ".join(text.split())
+
+
+# Markers that allow a test to start a Python (or Snakemake) process of its own.
+SUBPROCESS_MARKERS = ("slow", "workflow", "slurm")
+
+
+@pytest.fixture(autouse=True)
+def _python_subprocesses_are_slow(request, monkeypatch):
+    """A test that starts Python or Snakemake in a process of its own (seconds each: torch's
+    import alone) carries the ``slow`` marker, so ``make test-fast`` stays quick: the first such
+    start in an unmarked test fails it, naming the fix. Other programs (git, sbatch) are free."""
+    if any(request.node.get_closest_marker(name) for name in SUBPROCESS_MARKERS):
+        return
+    original = subprocess.Popen.__init__
+
+    def guarded(self, args, *rest, **options):
+        program = args[0] if isinstance(args, list | tuple) else str(args).split()[0]
+        name = Path(str(program)).name
+        if str(program) == sys.executable or name.startswith(("python", "snakemake")):
+            pytest.fail(
+                f"{request.node.nodeid} starts {name} in a subprocess: mark it "
+                "@pytest.mark.slow (make test-fast leaves those out)",
+                pytrace=False,
+            )
+        original(self, args, *rest, **options)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)

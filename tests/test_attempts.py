@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
 from conftest import REPO, cli, write_config
 from fashion_cnn.core.attempts import HEADER, attempts_path
 
@@ -15,6 +16,7 @@ def _headers(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(HEADER)]
 
 
+@pytest.mark.slow
 def test_a_retried_step_keeps_the_failed_attempts_lines(tmp_path):
     log = tmp_path / "logs" / "check.log"
     broken = write_config(tmp_path / "broken.yaml", "experiments: {cnn_baseline: {epochs: -1}}\n")
@@ -43,6 +45,7 @@ def test_a_retried_step_keeps_the_failed_attempts_lines(tmp_path):
     assert [h.split(":")[0] for h in _headers(log.read_text())] == [f"{HEADER} 1"]
 
 
+@pytest.mark.slow
 def test_an_attempt_killed_mid_line_does_not_glue_onto_the_next_header(tmp_path):
     log = tmp_path / "step.log"
     attempts_path(log).write_text(f"{HEADER} 1: started ... =====\nhalf a li")

@@ -58,6 +58,7 @@ def test_benchmark_writes_json_and_markdown(tmp_path, prepared_data):
     assert markdown in result.stdout  # the table is printed too
 
 
+@pytest.mark.slow
 def test_benchmark_names_an_unknown_switch(tmp_path, prepared_data):
     result = cli(
         "benchmark",

@@ -146,6 +146,7 @@ def test_offline_fetch_records_unavailable_and_training_goes_on_loudly(tmp_path,
         initialise(resnet18_for_fashion(), experiment, str(status_path), strict=True)
 
 
+@pytest.mark.slow
 def test_strict_fetch_fails_with_a_clear_message(tmp_path):
     result = cli(
         "fetch-weights", "--folder", tmp_path / "w", "--status", tmp_path / "s.json", "--strict"

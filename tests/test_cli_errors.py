@@ -234,6 +234,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_user_mistake_gives_one_paragraph(
     case, tmp_path, debian_mirror, prepared_data, real_checkpoint

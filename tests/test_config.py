@@ -182,6 +182,7 @@ def test_conflicting_options_are_caught(experiment, expected):
     assert expected in _error(config)
 
 
+@pytest.mark.slow
 def test_command_line_refuses_bad_json_without_traceback():
     result = cli("check-config", "--config-json", "{not json")
     assert result.returncode == 2
@@ -189,6 +190,7 @@ def test_command_line_refuses_bad_json_without_traceback():
     assert_no_traceback(result.stderr)
 
 
+@pytest.mark.slow
 def test_command_line_names_yaml_syntax_error(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("experiments:\n  a: {model: cnn\n")

@@ -160,6 +160,7 @@ def test_an_unreachable_mirror_is_tried_once(tmp_path, debian_mirror, caplog):
     assert len(attempts) == 1
 
 
+@pytest.mark.slow
 def test_download_command_fails_cleanly(tmp_path):
     result = cli("download-data", "--folder", tmp_path, "--mirror", "file:///no/such/folder/")
     assert result.returncode == 2
@@ -198,6 +199,7 @@ def test_a_prestaged_file_with_one_changed_label_is_refused(tmp_path, debian_mir
     )  # the hand-placed files were used
 
 
+@pytest.mark.slow
 def test_a_half_copied_file_is_refused(tmp_path, debian_mirror):
     """A copy cut short (quota reached, a killed rsync) is not valid gzip: named, nothing written."""
     for item in FILES:

@@ -225,6 +225,7 @@ def test_changed_settings_start_afresh(tmp_path, prepared_data, uninterrupted):
     assert load_checkpoint(tmp_path / "model.pt")["progress"]["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_a_finished_state_rewrites_the_outputs_without_training(
     tmp_path, prepared_data, uninterrupted
 ):
@@ -241,6 +242,7 @@ def test_a_finished_state_rewrites_the_outputs_without_training(
         assert torch.equal(tensor, reference[key]), key
 
 
+@pytest.mark.slow
 def test_a_dataset_cache_with_one_changed_label_is_refused(tmp_path, prepared_data, uninterrupted):
     """The cache is checked against the published files' SHA-256 on every load, so a cache edited
     or carried over from other data never trains; the training state is left as it was."""
@@ -271,6 +273,7 @@ def test_a_state_trained_on_other_data_is_not_resumed(tmp_path, prepared_data, u
     assert "written with other settings; starting afresh" in (tmp_path / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_a_damaged_state_with_this_runs_settings_is_named(tmp_path, prepared_data, uninterrupted):
     """A state that claims this run's settings but lacks a part is not half-resumed."""
     state = torch.load(uninterrupted / "train_state.pt", weights_only=True)

@@ -44,6 +44,7 @@ def partial_files(folder: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- disks
 
 
+@pytest.mark.slow
 @needs_root
 def test_disk_full_while_preparing_the_dataset(tmp_path, debian_mirror):
     with tmpfs(tmp_path / "small", "4m") as small:
@@ -54,6 +55,7 @@ def test_disk_full_while_preparing_the_dataset(tmp_path, debian_mirror):
         assert list(small.iterdir()) == []  # neither the output nor a partial file
 
 
+@pytest.mark.slow
 @needs_root
 def test_disk_full_while_writing_a_checkpoint(tmp_path, prepared_data):
     override = {
@@ -84,6 +86,7 @@ def test_disk_full_while_writing_a_checkpoint(tmp_path, prepared_data):
         assert partial_files(small) == []
 
 
+@pytest.mark.slow
 @needs_root
 @pytest.mark.parametrize("what", ["outputs", "log"])
 def test_read_only_results_folder(tmp_path, prepared_data, what):
