@@ -110,9 +110,11 @@ def _provenance_lines(record: dict[str, Any]) -> list[str]:
 
 
 def render_readme_block(records: list[dict[str, Any]]) -> str:
-    """The README's headline table: each headline record, linking to its page's section."""
+    """The README's headline table: each headline record, linking to its page's section, in
+    the order of the pages."""
     rows = []
-    for record in records:
+    questions = list(QUESTIONS)
+    for record in sorted(records, key=lambda record: questions.index(record["question"])):
         if not record.get("headline"):
             continue
         row = _row(record)
