@@ -182,3 +182,18 @@ def test_the_readme_is_a_manual():
         and lines[3].startswith("make run")
         and lines[4].startswith("make test")
     )
+
+
+def test_a_duration_is_rendered_with_every_run(tmp_path):
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    record = json.loads((LEDGER / "make_test_fast.duration.json").read_text())
+    record["duration"]["seconds"] = [80.0, 70.2, 75.0]
+    (ledger / "make_test_fast.duration.json").write_text(json.dumps(record))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\n{END}\n")
+    page = rendered(ledger, readme, tmp_path / "results")[tmp_path / "results" / "runtime.md"]
+    assert "| **1 min 15 s** (n=3) | 1 min 20 s / 1 min 10 s / 1 min 15 s |" in page
+    record["duration"]["seconds"] = []
+    with pytest.raises(UserError, match="duration.seconds"):
+        check_record(record, "x.json")

@@ -35,7 +35,7 @@ QUESTIONS = {
     "labels500": "500 labels: semi-supervised training",
     "speed": "Training speed on each CPU",
     "gpu": "On a GPU",
-    "runtime": "Run time of the whole workflow",
+    "runtime": "Run time: the workflow and the tests",
 }
 
 

@@ -5,11 +5,13 @@ ledger renders now (``python -m fashion_cnn docs --check``). Torch-free."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.files import write_text
+from fashion_cnn.core.text import format_duration
 from fashion_cnn.results.ledger import LEDGER, QUESTIONS, REPOSITORY, load_records
 from fashion_cnn.results.stats import percent, percent_with_spread
 from fashion_cnn.results.tables import markdown_table
@@ -72,9 +74,24 @@ HEADER = [
 ]
 
 
+DURATION_HEADER = ["result", "time, median (n)", "every run", "machine"]
+
+
+def _duration_row(record: dict[str, Any]) -> list[str]:
+    seconds = record["duration"]["seconds"]
+    runs = " / ".join(format_duration(value) for value in seconds)
+    return [
+        f"[{record['title']}](#{record['name'].replace('.', '')})",
+        f"**{format_duration(statistics.median(seconds))}** (n={len(seconds)})",
+        runs,
+        _machine_text(record),
+    ]
+
+
 def _order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Accuracies first, then the differences between them, each by name."""
-    return sorted(records, key=lambda record: (record["kind"] != "accuracy", record["name"]))
+    """Accuracies first, then the differences between them, then durations, each by name."""
+    kinds = ["accuracy", "difference", "duration"]
+    return sorted(records, key=lambda record: (kinds.index(record["kind"]), record["name"]))
 
 
 def render_page(question: str, records: list[dict[str, Any]]) -> str:
@@ -85,7 +102,13 @@ def render_page(question: str, records: list[dict[str, Any]]) -> str:
         "and when. A record marked *transcribed* was copied from the committed text named in it "
         "(its outputs are gone); the others were published from the workflow's own outputs."
     )
-    lines += ["", markdown_table([*HEADER, "machine"], [_row(r) for r in records]).rstrip()]
+    measured = [r for r in records if r["kind"] != "duration"]
+    if measured:
+        lines += ["", markdown_table([*HEADER, "machine"], [_row(r) for r in measured]).rstrip()]
+    timed = [r for r in records if r["kind"] == "duration"]
+    if timed:
+        rows = [_duration_row(r) for r in timed]
+        lines += ["", markdown_table(DURATION_HEADER, rows).rstrip()]
     for record in records:
         lines += ["", f"## {record['name']}", "", f"**{record['title']}**", ""]
         lines += [f"- {line}" for line in _provenance_lines(record)]
@@ -115,7 +138,7 @@ def render_readme_block(records: list[dict[str, Any]]) -> str:
     rows = []
     questions = list(QUESTIONS)
     for record in sorted(records, key=lambda record: questions.index(record["question"])):
-        if not record.get("headline"):
+        if not record.get("headline") or record["kind"] == "duration":
             continue
         row = _row(record)
         row[0] = (
