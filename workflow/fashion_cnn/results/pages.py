@@ -59,7 +59,10 @@ def _row(record: dict[str, Any]) -> list[str]:
 
 def _machine_text(record: dict[str, Any]) -> str:
     machine = record["machine"]
-    where = machine.get("gpu") or f"{machine['cpu']}, {machine['cores']} cores"
+    where = f"{machine['cpu']}, {machine['cores']} cores"
+    if machine.get("gpu"):
+        driver = f" (driver {machine['driver']})" if machine.get("driver") else ""
+        where = f"{machine['gpu']}{driver}; {where}"
     if machine.get("threads"):
         where += f", {machine['threads']} thread{'s' if machine['threads'] > 1 else ''} per job"
     return where + (" (shared)" if machine["shared"] else "")
