@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,7 @@ def test_benchmark_writes_json_and_markdown(tmp_path, prepared_data):
     report = json.loads(json_path.read_text())
     assert report["machine"]["device"] == "cpu" and report["settings"]["steps"] == 4
     assert report["machine"]["omp_wait_policy"] == "ACTIVE"  # the caller's choice is kept
+    assert report["settings"]["chapter_omp_wait_policy"] == "ACTIVE"  # by the chapter's loop too
     # the chapter's loop in a process of its own with malloc's defaults; the engine's setting here
     assert report["settings"]["chapter_allocator"].startswith("system malloc defaults")
     assert report["settings"]["engine_allocator"] == keep_freed_memory("auto")
@@ -74,6 +77,16 @@ def test_benchmark_names_an_unknown_switch(tmp_path, prepared_data):
     assert not (tmp_path / "b.json").exists()
 
 
+def _torch_default_threads() -> int:
+    """torch's thread count in a fresh process with a clean environment."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_"))}
+    code = "import torch; print(torch.get_num_threads())"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
+    )
+    return int(result.stdout)
+
+
 def _processes_running(code: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -108,6 +121,11 @@ def test_benchmark_under_contention_and_its_profile(tmp_path, prepared_data):
     report = json.loads(json_path.read_text())
     assert report["contention"] == ["spin"]
     assert report["machine"]["omp_wait_policy"] == "PASSIVE"  # what the command line sets
+    # the chapter's loop as its readers run it: none of the command line's settings, torch's
+    # default thread count (issue: a baseline slowed by our own settings is not the chapter's)
+    assert report["settings"]["chapter_omp_wait_policy"] == "default"
+    assert report["settings"]["chapter_threads"] == _torch_default_threads()
+    assert "OpenMP wait policy default" in result.stdout
     assert "Competing processes: spin" in result.stdout
     # engine.shared_cores: adapt in the timed loop (tests/test_threads.py tests its choices)
     switches = [entry["switches"] for entry in report["training"]["cnn"]["engine"]]

@@ -87,7 +87,8 @@ def _machine_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=_counted(0),
         default=0,
-        help="PyTorch CPU threads (0 = every CPU this process may use: affinity mask, cgroup quota)",
+        help="the engine's PyTorch CPU threads (0 = every CPU this process may use: affinity "
+        "mask, cgroup quota); the chapter's loop keeps torch's default, as its readers run it",
     )
     parser.add_argument(
         "--contention",

@@ -3,6 +3,7 @@ switch set, its profile, and eager vs ONNX Runtime inference; competing processe
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import multiprocessing
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import fashion_cnn
 from fashion_cnn.config.schema import schema_at
 from fashion_cnn.config.validation import default_engine_settings
 from fashion_cnn.core.provenance import cpu_name
@@ -31,7 +33,7 @@ from fashion_cnn.models.layers import one_pixel_convolutions_as_matmuls
 from fashion_cnn.tools import profiling
 from fashion_cnn.tools.benchmark.arguments import COMPETITORS, WORKLOADS
 from fashion_cnn.training.batches import ChapterDataset, DeviceBatches
-from fashion_cnn.training.device import Switches, keep_freed_memory, set_threads
+from fashion_cnn.training.device import Switches, keep_freed_memory
 from fashion_cnn.training.engine import train_step
 from fashion_cnn.training.graphs import GraphedStep
 from fashion_cnn.training.threads import ThreadTuner
@@ -205,22 +207,51 @@ def chapter_loop_rate(images, labels, workload: Workload, device: torch.device) 
     return _timed(endless(), step, workload, device)
 
 
+# What the command line sets for itself and its jobs, which the chapter's readers do not.
+OUR_SETTINGS = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")
+
+
+def user_environment() -> dict[str, str]:
+    """The environment the command line started in (before it set OpenMP's wait policy); used
+    as a library, this process's environment without the settings the command line would add."""
+    if fashion_cnn.USER_ENVIRONMENT is not None:
+        return dict(fashion_cnn.USER_ENVIRONMENT)
+    return {key: value for key, value in os.environ.items() if key not in OUR_SETTINGS}
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """os.environ replaced for the ``with`` block (a spawned process inherits it at start)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 class ChapterProcess:
-    """The chapter's loop, measured in a process of its own that the engine's process-wide
-    settings never touch (``engine.allocator`` cannot be undone once set): a script as the
-    chapter writes it runs with the C library's malloc defaults. Spawned, not forked (OpenMP's
+    """The chapter's loop as its readers run it, measured in a process of its own: started in
+    the user's environment (none of the command line's settings: OpenMP's default wait policy
+    unless the user chose one, torch's default thread count) and untouched by the engine's
+    process-wide settings (``engine.allocator`` cannot be undone once set; a script as the
+    chapter writes it runs with the C library's malloc defaults). Spawned, not forked (OpenMP's
     threads do not survive a fork); it loads the data itself and waits, idle, between
     measurements, so interleaving with the engine's measurements stays as it was."""
 
-    def __init__(self, data: str, threads: int, allocator: str = "system"):
-        # an executor, not a Pool: a worker that fails to start raises here instead of respawning
-        self.executor = ProcessPoolExecutor(
-            1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_chapter_process_start,
-            initargs=(str(data), threads, allocator),
-        )
-        self.allocator = self.executor.submit(_chapter_process_allocator).result()
+    def __init__(self, data: str, allocator: str = "system"):
+        with _environment(user_environment()):
+            # an executor, not a Pool: a worker that fails to start raises here, not respawns
+            self.executor = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_chapter_process_start,
+                initargs=(str(data), allocator),
+            )
+            self.environment: dict = self.executor.submit(_chapter_process_environment).result()
+        self.allocator = self.environment["allocator"]
 
     def rate(self, workload: Workload, device: torch.device) -> float:
         return self.executor.submit(_chapter_process_rate, workload, str(device)).result()
@@ -235,15 +266,19 @@ class ChapterProcess:
 _CHAPTER_DATA: dict = {}
 
 
-def _chapter_process_start(data: str, threads: int, allocator: str) -> None:
+def _chapter_process_start(data: str, allocator: str) -> None:
     _CHAPTER_DATA["allocator"] = keep_freed_memory(allocator)
-    set_threads(threads)
     arrays = load_prepared(data)
     _CHAPTER_DATA.update(images=arrays["train_images"], labels=arrays["train_labels"])
 
 
-def _chapter_process_allocator() -> str:
-    return _CHAPTER_DATA["allocator"]
+def _chapter_process_environment() -> dict:
+    """What the chapter's process runs under: its allocator, OpenMP wait policy, threads."""
+    return {
+        "allocator": _CHAPTER_DATA["allocator"],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _chapter_process_rate(workload: Workload, device: str) -> float:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def run_benchmark(args: argparse.Namespace) -> dict:
     """Measure every workload, write the JSON and the table, print the table."""
-    threads = set_threads(args.threads or usable_cpus()[0])
+    set_threads(args.threads or usable_cpus()[0])
     allocator = keep_freed_memory(args.allocator)
     log.info("engine allocator: %s", allocator)
     device = resolve_device(args.device)
@@ -53,9 +53,16 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     }
     switches = switch_sets(args.switches, device)
     # the competitors run for every measurement, the chapter's loop's included
-    chapter = ChapterProcess(args.data, threads, args.chapter_allocator)
-    result["settings"]["chapter_allocator"] = chapter.allocator
-    log.info("the chapter's loop runs in a process of its own; allocator: %s", chapter.allocator)
+    chapter = ChapterProcess(args.data, args.chapter_allocator)
+    result["settings"].update(
+        chapter_allocator=chapter.allocator,
+        chapter_omp_wait_policy=chapter.environment["omp_wait_policy"],
+        chapter_threads=chapter.environment["threads"],
+    )
+    log.info(
+        "the chapter's loop runs in a process of its own, in the caller's environment: %s",
+        chapter.environment,
+    )
     bench = Bench(arrays["train_images"], arrays["train_labels"], device, chapter)
     with chapter, Contention(args.contention):
         result.update(_measure(bench, args, switches))
@@ -113,6 +120,10 @@ def _header(result: dict) -> list[str]:
         f"Competing processes: {', '.join(result.get('contention') or []) or 'none'}  ",
         f"Allocator: engine {settings.get('engine_allocator', 'not recorded')}; the chapter's "
         f"loop (a process of its own) {settings.get('chapter_allocator', 'not recorded')}  ",
+        f"The chapter's loop ran in the caller's environment: OpenMP wait policy "
+        f"{settings.get('chapter_omp_wait_policy', 'not recorded')}, "
+        f"{settings.get('chapter_threads', 'not recorded')} PyTorch threads; the engine: "
+        f"{machine.get('omp_wait_policy', 'not recorded')}, {machine['torch_threads']}  ",
         f"Date: {result['date']}",
     ]
 
