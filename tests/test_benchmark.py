@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from conftest import cli, flat
+from fashion_cnn.results.ledger import publish_benchmark
+from fashion_cnn.results.pages import BEGIN, END, rendered
 from fashion_cnn.training.device import keep_freed_memory
 
 
@@ -59,6 +61,24 @@ def test_benchmark_writes_json_and_markdown(tmp_path, prepared_data):
     assert "| resnet18 | ONNX Runtime (CPUExecutionProvider) |" in markdown
     assert f"{report['training']['cnn']['chapter_images_per_s']:,.0f}" in markdown
     assert markdown in result.stdout  # the table is printed too
+
+    # published to a ledger: one speed record per workload and switch set, rendered with the
+    # medians, the ratio and what the chapter's loop ran under
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    paths = publish_benchmark(json_path, {"name": "bench", "shared": False, "cpu": None}, ledger)
+    assert sorted(path.name for path in paths) == [
+        "bench.cnn.channels_last.json",
+        "bench.cnn.fp32.json",
+        "bench.cnn_augmented.channels_last.json",
+        "bench.cnn_augmented.fp32.json",
+    ]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\n{END}\n")
+    page = rendered(ledger, readme, tmp_path / "pages")[tmp_path / "pages" / "speed.md"]
+    entry = report["training"]["cnn"]["engine"][1]
+    assert f"| **{entry['ratio']:.2f}x** | OpenMP wait policy ACTIVE" in page
+    assert report["machine"]["cpu"] in page and report["command"] in page
 
 
 @pytest.mark.slow

@@ -321,8 +321,23 @@ def cmd_choices(args) -> None:
 
 def cmd_publish(args) -> None:
     # lazy: each command loads only its own stage (see the module docstring)
-    from fashion_cnn.results.ledger import LEDGER, publish
+    from fashion_cnn.core.files import read_json
+    from fashion_cnn.results.ledger import LEDGER, publish, publish_benchmark
 
+    folder = Path(args.ledger or LEDGER)
+    if "machine" in read_json(args.metrics):  # the benchmark command's JSON: its own command
+        describe = {"name": args.as_name, "shared": args.shared, "cpu": args.cpu}
+        for path in publish_benchmark(Path(args.metrics), describe, folder):
+            log.info("published %s", path)
+        log.info("run make docs to render the pages")
+        return
+    given = {"--question": args.question, "--title": args.title, "--command": args.command_line}
+    missing = [option for option, value in given.items() if not value]
+    if missing:
+        raise UserError(
+            f"publish {args.metrics}: an experiment's results need {', '.join(missing)} (which "
+            "page, what was measured, and the exact command that ran it)."
+        )
     describe = {
         "name": args.as_name,
         "question": args.question,
@@ -332,7 +347,7 @@ def cmd_publish(args) -> None:
         "reference": args.reference,
         "headline": args.headline or None,
     }
-    path = publish(Path(args.metrics), describe, Path(args.ledger or LEDGER))
+    path = publish(Path(args.metrics), describe, folder)
     log.info("published %s; run make docs to render the pages", path)
 
 
@@ -497,18 +512,20 @@ def _sweep_arguments(sub: argparse.ArgumentParser) -> None:
 
 
 def _publish_arguments(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("metrics", help="an experiment's aggregate results/<experiment>/metrics.json")
+    sub.add_argument(
+        "metrics",
+        help="an experiment's aggregate results/<experiment>/metrics.json, or the benchmark "
+        "command's JSON (one speed record per workload and switch set)",
+    )
     sub.add_argument("--as", dest="as_name", required=True, help="the record's name")
     sub.add_argument(
         "--question",
-        required=True,
         choices=["chapter", "exercises", "frontier", "labels500", "speed", "gpu", "runtime"],
         help="the results page it goes on",
     )
-    sub.add_argument("--title", required=True, help="one line: what was measured")
-    sub.add_argument(
-        "--command", dest="command_line", required=True, help="the exact command that ran it"
-    )
+    sub.add_argument("--title", help="one line: what was measured")
+    sub.add_argument("--command", dest="command_line", help="the exact command that ran it")
+    sub.add_argument("--cpu", help="the CPU, with the flags that matter (default: its model name)")
     sub.add_argument(
         "--shared", action="store_true", help="other work ran on the machine meanwhile"
     )

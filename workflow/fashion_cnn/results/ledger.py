@@ -135,6 +135,70 @@ def _machine(device: str, shared: bool) -> dict[str, Any]:
     return {"cpu": "not recorded", "cores": 1, "shared": shared, "gpu": gpu}
 
 
+def records_from_benchmark(
+    result: dict[str, Any], describe: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """One speed record per workload and switch set of a benchmark's JSON (the benchmark
+    command's), named ``<describe name>.<workload>.<switches>``."""
+    settings, machine = result["settings"], result["machine"]
+    environment = (
+        f"OpenMP wait policy {settings.get('chapter_omp_wait_policy', 'not recorded')}, "
+        f"{settings.get('chapter_threads', 'not recorded')} threads, allocator "
+        f"{settings.get('chapter_allocator', 'not recorded')}"
+    )
+    records = []
+    for workload, row in result["training"].items():
+        for entry in row["engine"]:
+            switches = entry["switches"]
+            records.append(
+                {
+                    "name": f"{describe['name']}.{workload}.{switches.replace('+', '-')}",
+                    "question": "speed",
+                    "title": f"{workload}, engine {switches}, against the chapter's loop",
+                    "kind": "speed",
+                    "speed": {
+                        "workload": workload,
+                        "switches": switches,
+                        "engine": list(entry["runs"]),
+                        "chapter": list(row["chapter_runs"]),
+                        "chapter_environment": environment,
+                    },
+                    "command": result["command"],
+                    "commit": describe.get("commit"),
+                    "machine": {
+                        "cpu": machine.get("gpu") or describe.get("cpu") or machine["cpu"],
+                        "cores": machine["cores"],
+                        "threads": machine["torch_threads"],
+                        "shared": bool(result.get("contention")) or bool(describe["shared"]),
+                    },
+                    "software": {"torch": machine["torch"]},
+                    "date": result["date"],
+                    "source": "measured",
+                    "note": f"The engine under OpenMP wait policy {machine['omp_wait_policy']}; "
+                    f"competing processes: {', '.join(result.get('contention') or []) or 'none'}.",
+                }
+            )
+    return records
+
+
+def publish_benchmark(path: Path, describe: dict[str, Any], folder: Path = LEDGER) -> list[Path]:
+    """Add (or replace) the speed records of a benchmark's JSON in the ledger."""
+    result = read_json(path)
+    if "training" not in result or "machine" not in result:
+        raise UserError(
+            f"{path} is not the benchmark command's JSON (it has no training or machine): "
+            "publish results/benchmark/benchmark.json, the one `python -m fashion_cnn benchmark` "
+            "writes."
+        )
+    paths = []
+    for record in records_from_benchmark(result, describe):
+        checked = check_record(record, str(path))
+        target = folder / f"{checked['name']}.json"
+        write_json(target, checked)
+        paths.append(target)
+    return paths
+
+
 def publish(metrics_path: Path, describe: dict[str, Any], folder: Path = LEDGER) -> Path:
     """Add (or replace) the record of one experiment's results in the ledger."""
     metrics = read_json(metrics_path)

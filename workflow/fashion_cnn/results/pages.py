@@ -77,6 +77,29 @@ HEADER = [
 ]
 
 
+SPEED_HEADER = [
+    "result",
+    "engine, images/s (median of n)",
+    "the chapter's loop, images/s",
+    "ratio",
+    "the chapter's loop ran under",
+    "machine",
+]
+
+
+def _speed_row(record: dict[str, Any]) -> list[str]:
+    speed = record["speed"]
+    engine, chapter = statistics.median(speed["engine"]), statistics.median(speed["chapter"])
+    return [
+        f"[{record['title']}](#{record['name'].replace('.', '')})",
+        f"**{engine:,.0f}** (n={len(speed['engine'])})",
+        f"{chapter:,.0f} (n={len(speed['chapter'])})",
+        f"**{engine / chapter:.2f}x**",
+        speed["chapter_environment"],
+        _machine_text(record),
+    ]
+
+
 DURATION_HEADER = ["result", "time, median (n)", "every run", "machine"]
 
 
@@ -93,7 +116,7 @@ def _duration_row(record: dict[str, Any]) -> list[str]:
 
 def _order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Accuracies first, then the differences between them, then durations, each by name."""
-    kinds = ["accuracy", "difference", "duration"]
+    kinds = ["accuracy", "difference", "speed", "duration"]
     return sorted(records, key=lambda record: (kinds.index(record["kind"]), record["name"]))
 
 
@@ -105,9 +128,13 @@ def render_page(question: str, records: list[dict[str, Any]]) -> str:
         "and when. A record marked *transcribed* was copied from the committed text named in it "
         "(its outputs are gone); the others were published from the workflow's own outputs."
     )
-    measured = [r for r in records if r["kind"] != "duration"]
+    measured = [r for r in records if r["kind"] in ("accuracy", "difference")]
     if measured:
         lines += ["", markdown_table([*HEADER, "machine"], [_row(r) for r in measured]).rstrip()]
+    fast = [r for r in records if r["kind"] == "speed"]
+    if fast:
+        rows = [_speed_row(r) for r in fast]
+        lines += ["", markdown_table(SPEED_HEADER, rows).rstrip()]
     timed = [r for r in records if r["kind"] == "duration"]
     if timed:
         rows = [_duration_row(r) for r in timed]
@@ -141,7 +168,7 @@ def render_readme_block(records: list[dict[str, Any]]) -> str:
     rows = []
     questions = list(QUESTIONS)
     for record in sorted(records, key=lambda record: questions.index(record["question"])):
-        if not record.get("headline") or record["kind"] == "duration":
+        if not record.get("headline") or record["kind"] in ("duration", "speed"):
             continue
         row = _row(record)
         row[0] = (
