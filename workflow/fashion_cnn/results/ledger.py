@@ -164,7 +164,7 @@ def records_from_benchmark(
                         "chapter_environment": environment,
                     },
                     "command": result["command"],
-                    "commit": describe.get("commit"),
+                    "commit": result.get("commit"),
                     "machine": {
                         "cpu": machine.get("gpu") or describe.get("cpu") or machine["cpu"],
                         "cores": machine["cores"],

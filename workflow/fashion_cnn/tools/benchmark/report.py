@@ -12,6 +12,7 @@ import sys
 import torch
 
 from fashion_cnn.core.files import write_json, write_text
+from fashion_cnn.core.provenance import git_commit
 from fashion_cnn.data.dataset import load_prepared
 from fashion_cnn.tools.benchmark.measure import (
     Bench,
@@ -40,6 +41,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     result = {
         "command": "python -m fashion_cnn " + " ".join(sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
+        "commit": git_commit()["commit"],
         "machine": machine_description(device),
         "settings": {
             "steps": args.steps,
