@@ -33,6 +33,18 @@ def _without(key):
     return build
 
 
+def _aggregate_metrics(tmp_path):
+    path = tmp_path / "aggregate.txt"  # not .json: nothing a case writes may predate it
+    path.write_text('{"test_accuracy_over_seeds": {}, "seeds": [1]}')
+    return path
+
+
+def _seed_metrics(tmp_path):
+    path = tmp_path / "seed.txt"
+    path.write_text('{"experiment": "cnn_baseline", "test_accuracy": 0.9}')
+    return path
+
+
 def _nan_weights(tmp_path, checkpoint):
     def edit(state):
         state["model_state"]["classifier.1.weight"][0, 0] = float("nan")
@@ -198,6 +210,27 @@ CASES = {
             t / "out.npz",
         ],
         "is truncated",
+    ),
+    "publish without saying what it measured": (
+        lambda t, m, d, c: ["publish", _aggregate_metrics(t), "--as", "x.y", "--ledger", t],
+        "an experiment's results need --question, --title, --command",
+    ),
+    "publish a seed's own metrics": (
+        lambda t, m, d, c: [
+            "publish",
+            _seed_metrics(t),
+            "--as",
+            "x.y",
+            "--question",
+            "chapter",
+            "--title",
+            "t",
+            "--command",
+            "c",
+            "--ledger",
+            t,
+        ],
+        "not an experiment's aggregate metrics.json",
     ),
     "corrupt dataset cache": (
         lambda t, m, d, c: [
