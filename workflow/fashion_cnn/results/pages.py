@@ -174,7 +174,7 @@ def render_readme_block(records: list[dict[str, Any]]) -> str:
         row[0] = (
             f"[{record['title']}](docs/results/{record['question']}.md#{record['name'].replace('.', '')})"
         )
-        rows.append(row[:-1] + [_machine_text(record)])
+        rows.append(row)
     table = markdown_table([*HEADER, "machine"], rows)
     return f"{BEGIN}\n{table}{END}"
 
