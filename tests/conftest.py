@@ -16,6 +16,23 @@ DEBIAN_MIRROR = Path("/usr/share/datasets/fashion-mnist")
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
+def copy_checkout(destination: Path) -> Path:
+    """The checkout's files (tracked, and untracked ones git does not ignore) copied to
+    ``destination``: a checkout to edit or to run from another folder."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / name, destination / name)
+    return destination
+
+
 @pytest.fixture(scope="session")
 def debian_mirror() -> Path:
     if not all((DEBIAN_MIRROR / name).is_file() for name in _raw_names()):

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, assert_no_traceback, flat, snakemake_command
+from conftest import assert_no_traceback, copy_checkout, flat, snakemake_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 
@@ -88,18 +88,7 @@ sweeps:
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory, debian_mirror) -> tuple[Path, dict]:
     """A copy of the checkout with the MLP and RMSprop added the documented way."""
-    copy = tmp_path_factory.mktemp("extended") / "repo"
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for name in listed:
-        if (REPO / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            (copy / name).write_bytes((REPO / name).read_bytes())
+    copy = copy_checkout(tmp_path_factory.mktemp("extended") / "repo")
     package = copy / "workflow" / "fashion_cnn"
     (package / "models" / "architectures" / "mlp.py").write_text(MLP_MODULE)
     optim = package / "training" / "optim.py"

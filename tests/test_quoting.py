@@ -10,12 +10,11 @@ own folder name holds braces, quotes and a command.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, snakemake_command, write_config
+from conftest import REPO, copy_checkout, snakemake_command, write_config
 
 RULES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
 PLACEHOLDER = re.compile(r"(?<!\{)\{([^{}]*)\}(?!\})")
@@ -58,17 +57,7 @@ def test_the_workflow_runs_from_a_checkout_with_a_hostile_folder_name(tmp_path, 
     """The checkout's path goes into every job's shell prefix (PYTHONPATH): braces, quotes, a
     space and a command in its folder name change nothing."""
     checkout = tmp_path / "check out {x} 'q\"; $(touch INJECTED_7)"
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\n")
-    for name in filter(None, files):
-        if (REPO / name).is_file():
-            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(REPO / name, checkout / name)
+    copy_checkout(checkout)
     workdir = tmp_path / "work"
     workdir.mkdir()
     extra = write_config(
