@@ -55,7 +55,8 @@ def evaluate_model(
     checkpoint, model = load_trained(checkpoint_path)
     arrays = load_prepared(data_path)
     images, labels = arrays["test_images"], arrays["test_labels"].astype(np.int64)
-    views = ExperimentSettings.from_dict(checkpoint["config"]).evaluation
+    experiment = ExperimentSettings.from_dict(checkpoint["config"])
+    views = experiment.evaluation
     started = time.perf_counter()
     scores = predict(
         model,
@@ -68,11 +69,11 @@ def evaluate_model(
     seconds = time.perf_counter() - started
     matrix = confusion_matrix(labels, scores.argmax(dim=1).numpy())
     metrics = {
-        **_test_metrics(checkpoint, model, matrix),
+        **_test_metrics(checkpoint, experiment, model, matrix),
         "training": _training_record(checkpoint),
         "evaluation": {"seconds": seconds, **views.as_dict()},
         "seed": checkpoint["seed"],
-        "config": ExperimentSettings.from_dict(checkpoint["config"]).as_dict(),
+        "config": experiment.as_dict(),
         "engine": checkpoint["engine"],
         "provenance": provenance.provenance(device),
     }
@@ -88,9 +89,10 @@ def evaluate_model(
     return metrics
 
 
-def _test_metrics(checkpoint: dict, model: nn.Module, matrix: np.ndarray) -> dict:
+def _test_metrics(
+    checkpoint: dict, experiment: ExperimentSettings, model: nn.Module, matrix: np.ndarray
+) -> dict:
     """What the test set says: accuracy overall and per class, beside the report's labels."""
-    experiment = ExperimentSettings.from_dict(checkpoint["config"])
     per_class = matrix.diagonal() / matrix.sum(axis=1)
     return {
         "experiment": checkpoint["experiment"],
