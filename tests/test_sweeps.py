@@ -8,10 +8,17 @@ import csv
 import json
 import math
 import re
+import subprocess
 
 import pytest
 from conftest import assert_no_traceback, base_config, flat, snakemake, write_config
-from fashion_cnn.config.sweeps import all_runs, format_value, point_folder, sweep_points
+from fashion_cnn.config.sweeps import (
+    all_runs,
+    check_old_point_folders,
+    format_value,
+    point_folder,
+    sweep_points,
+)
 from fashion_cnn.config.validation import experiment_settings, validate_config
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.results.stats import describe
@@ -49,25 +56,68 @@ def test_points_are_every_combination_in_readable_stable_folders():
     config = with_sweep(LR_BATCH)
     points = sweep_points("lr_batch", config["sweeps"]["lr_batch"])
     assert [point.folder for point in points] == [
-        "learning_rate=0.0003,batch_size=64",
-        "learning_rate=0.0003,batch_size=256",
-        "learning_rate=0.001,batch_size=64",
-        "learning_rate=0.001,batch_size=256",
-        "learning_rate=0.003,batch_size=64",
-        "learning_rate=0.003,batch_size=256",
+        "learning_rate=0.0003/batch_size=64",
+        "learning_rate=0.0003/batch_size=256",
+        "learning_rate=0.001/batch_size=64",
+        "learning_rate=0.001/batch_size=256",
+        "learning_rate=0.003/batch_size=64",
+        "learning_rate=0.003/batch_size=256",
     ]
-    assert points[0].run == "sweeps/lr_batch/learning_rate=0.0003,batch_size=64"
+    assert points[0].run == "sweeps/lr_batch/learning_rate=0.0003/batch_size=64"
     assert format_value(True) == "true" and format_value("a/b c.pth") == "a-b-c.pth"
     assert (
         point_folder({"epochs": 100, "augmentation": "chapter"})
-        == "epochs=100,augmentation=chapter"
+        == "epochs=100/augmentation=chapter"
+    )
+
+
+def test_points_trained_under_the_old_comma_names_stop_the_run_with_the_commands_that_move_them(
+    tmp_path,
+):
+    """Earlier versions joined a point's keys with commas, which a cluster job cannot carry (the
+    SLURM plugin starts it with --target-jobs, split on commas). A point still in such a folder,
+    with its logs and run times, is found; the paragraph's commands, run as printed, move every
+    file where the workflow now looks, and the check then passes."""
+    config = with_sweep(LR_BATCH)
+    results = tmp_path / "my results"  # a space: the commands quote their paths
+    old = "learning_rate=0.001,batch_size=64"
+    trained = {
+        f"sweeps/lr_batch/{old}/seed-1/model.pt": "weights",
+        f"sweeps/lr_batch/{old}/metrics.json": "{}",
+        f"logs/train_model/sweeps/lr_batch/{old}/seed-1.log": "log",
+        f"benchmarks/train_model/sweeps/lr_batch/{old}/seed-1.tsv": "s",
+        "sweeps/lr_batch/unrelated,folder/kept.txt": "not a point of this grid",
+    }
+    for name, text in trained.items():
+        (results / name).parent.mkdir(parents=True, exist_ok=True)
+        (results / name).write_text(text)
+    with pytest.raises(UserError) as error:
+        check_old_point_folders(config, results)
+    paragraph = error.value.paragraph()
+    assert (
+        "1 sweep point(s)" in flat(paragraph)
+        and "(3 folders" in flat(paragraph)
+        and "Nothing was run" in paragraph
+    )
+    commands = error.value.commands
+    assert len(commands) == 3 and all(line in paragraph for line in commands)
+    for command in commands:
+        subprocess.run(["bash", "-c", command], check=True)
+    new = "learning_rate=0.001/batch_size=64"
+    for name, text in trained.items():
+        moved = results / name.replace(old, new)
+        assert moved.read_text() == text, moved
+    check_old_point_folders(config, results)  # nothing left to move
+    # a one-key sweep's names never had a comma: nothing to look for
+    check_old_point_folders(
+        with_sweep({"experiment": "cnn_baseline", "grid": {"epochs": [1]}}), results
     )
 
 
 def test_a_point_is_its_base_experiment_with_the_points_values_and_the_sweeps_seeds():
     config = with_sweep(LR_BATCH)
     runs = all_runs(config)
-    run = runs["sweeps/lr_batch/learning_rate=0.003,batch_size=256"]
+    run = runs["sweeps/lr_batch/learning_rate=0.003/batch_size=256"]
     assert run.experiment == "cnn_baseline"
     base = config["experiments"]["cnn_baseline"]
     assert run.settings == dict(base, learning_rate=3.0e-3, batch_size=256, seeds=[1, 2])
@@ -80,7 +130,7 @@ def test_a_point_is_its_base_experiment_with_the_points_values_and_the_sweeps_se
     # without its own seeds a sweep runs the base experiment's
     no_seeds = {key: value for key, value in LR_BATCH.items() if key != "seeds"}
     config = with_sweep(dict(no_seeds, experiment="cnn_small_plain"))
-    point = all_runs(config)["sweeps/lr_batch/learning_rate=0.0003,batch_size=64"]
+    point = all_runs(config)["sweeps/lr_batch/learning_rate=0.0003/batch_size=64"]
     assert point.settings["seeds"] == config["experiments"]["cnn_small_plain"]["seeds"]
 
 
@@ -194,7 +244,7 @@ def test_a_sweep_plans_grid_times_seeds_jobs_and_is_opt_in(tmp_path):
     assert counts["train_model"] == 12 + 12 and counts["evaluate_model"] == 12 + 12
     assert counts["aggregate_seeds"] == 4 + 6 and counts["summarize_sweep"] == 1
     trained = re.findall(r"rule train_model:\n(?:\s+\w+:.*\n)*?\s+wildcards: (.*)", output)
-    assert "experiment=sweeps/lr_batch/learning_rate=0.003,batch_size=256, seed=2" in trained
+    assert "experiment=sweeps/lr_batch/learning_rate=0.003/batch_size=256, seed=2" in trained
     # filters and ONNX only for the experiments, not for every point
     assert counts["export_onnx"] == 4
     defined_only = write_config(tmp_path / "defined.yaml", f"sweeps: {sweep}\n")

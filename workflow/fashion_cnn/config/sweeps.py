@@ -2,10 +2,13 @@
 
 A sweep names a base experiment and a grid, e.g. ``{epochs: [100, 1000], augmentation: [none,
 chapter]}``. Every combination of values is a point: the base experiment with those keys set. A
-point is a run like any experiment, named ``sweeps/<sweep>/<key>=<value>,...`` (Hydra's
-``override_dirname`` convention): its folder under ``results/``, its jobs (one per seed), its
-aggregate over seeds. The folder name lists the keys in the grid's order, so it is stable while the
-grid is not reordered, and readable without opening a file.
+point is a run like any experiment, named ``sweeps/<sweep>/<key>=<value>/<key>=<value>/...``: its
+folder under ``results/``, its jobs (one per seed), its aggregate over seeds. One folder level per
+key, in the grid's order, so the name is stable while the grid is not reordered, and readable
+without opening a file. No comma: Snakemake's ``--target-jobs`` (how the SLURM plugin starts each
+job) splits its wildcards on commas, so the comma-joined names of Hydra's ``override_dirname``
+that earlier versions used could not run on a cluster; ``old_point_folders`` finds such folders
+and the workflow says how to move them.
 
 Expansion is torch-free (Snakemake imports it); the sweep's table and plot over finished points
 are ``fashion_cnn.results.sweeps``.
@@ -18,7 +21,11 @@ import itertools
 import json
 import logging
 import re
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
+
+from fashion_cnn.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,12 @@ def format_value(value: object) -> str:
 
 
 def point_folder(values: dict) -> str:
+    """``key=value/key=value``: one folder level per key (no comma, see the module's doc)."""
+    return "/".join(f"{key}={format_value(value)}" for key, value in values.items())
+
+
+def old_point_folder(values: dict) -> str:
+    """The comma-joined name earlier versions gave the point (``key=value,key=value``)."""
     return ",".join(f"{key}={format_value(value)}" for key, value in values.items())
 
 
@@ -106,6 +119,51 @@ def all_runs(config: dict) -> dict[str, RunSpec]:
         for point in sweep_points(sweep_name, sweep):
             runs[point.run] = RunSpec(point.run, sweep["experiment"], point_settings(config, point))
     return runs
+
+
+def old_point_folders(config: dict, results: Path) -> list[tuple[Path, Path]]:
+    """(old, new) for every folder of a configured sweep's point still under its comma-joined
+    name in ``results``: the point's own, and its logs' and run times' (``logs/<rule>/...``,
+    ``benchmarks/<rule>/...``), for points over two or more keys trained by an earlier version."""
+    bases = [
+        results,
+        *sorted((results / "logs").glob("*")),
+        *sorted((results / "benchmarks").glob("*")),
+    ]
+    moves = []
+    for sweep_name, sweep in config["sweeps"].items():
+        if len(sweep["grid"]) < 2:
+            continue  # one key: the name never had a comma, and did not change
+        for base in bases:
+            folder = base / SWEEPS_FOLDER / sweep_name
+            for point in sweep_points(sweep_name, sweep):
+                old = folder / old_point_folder(point.values)
+                if old.is_dir():
+                    moves.append((old, folder / point.folder))
+    return moves
+
+
+def check_old_point_folders(config: dict, results: Path) -> None:
+    """Stop before any job while a point's trained replicates sit under its old name: the
+    workflow would train the point again, beside them, from the start."""
+    moves = old_point_folders(config, results)
+    if not moves:
+        return
+    points = {old.name for old, _ in moves}
+    raise UserError(
+        f"{len(points)} sweep point(s) under {results} ({len(moves)} folders: results, logs, run "
+        "times) are in folders named the "
+        f"way earlier versions named them ({moves[0][0].name}): a point's folder is now one level "
+        f"per key ({moves[0][1].relative_to(moves[0][0].parent)}), because Snakemake's cluster "
+        "jobs cannot carry a comma in a wildcard. Move them, with their logs and run times, by the commands below "
+        "(the models, histories and metrics stay valid where they land; only the name recorded "
+        "in them as a label keeps the comma), then run Snakemake again. Nothing was run.",
+        commands=tuple(
+            f"mkdir -p {shlex.quote(str(new.parent))} && mv {shlex.quote(str(old))} "
+            f"{shlex.quote(str(new))}"
+            for old, new in moves
+        ),
+    )
 
 
 def sweep_definition(config: dict, name: str) -> dict:
