@@ -53,3 +53,47 @@ def test_an_attempt_killed_mid_line_does_not_glue_onto_the_next_header(tmp_path)
     assert result.returncode == 0, result.stderr
     lines = log.read_text().splitlines()
     assert lines[1] == "half a li" and lines[2].startswith(f"{HEADER} 2:")
+
+
+def test_a_retry_of_a_mistake_says_in_its_first_line_that_no_retry_mends_it(tmp_path, capsys):
+    """A bad setting (like the GPU guard) stops every attempt the same way within seconds: the
+    profile's retries cannot mend it. The retried attempt's error says so first; the first
+    attempt's, and a different mistake's, do not."""
+    import logging  # here: the CLI replaces the root logger's handlers, restored below
+
+    from fashion_cnn.cli import main
+
+    log = tmp_path / "logs" / "check.log"
+    broken = write_config(tmp_path / "broken.yaml", "experiments: {cnn_baseline: {epochs: -1}}\n")
+    other = write_config(tmp_path / "other.yaml", "experiments: {cnn_baseline: {epochs: 0.5}}\n")
+    handlers = logging.getLogger().handlers[:]
+
+    def attempt(config) -> str:
+        with pytest.raises(SystemExit) as stopped:
+            main(
+                [
+                    "check-config",
+                    "--configfile",
+                    str(REPO / "config.yaml"),
+                    str(config),
+                    "--log",
+                    str(log),
+                ]
+            )
+        assert stopped.value.code == 2
+        logging.shutdown()
+        return capsys.readouterr().err
+
+    try:
+        first = attempt(broken)
+        second = attempt(broken)
+        third = attempt(other)
+    finally:
+        logging.getLogger().handlers[:] = handlers
+    assert "epochs" in first and "Not mended by a retry" not in first
+    assert second.split("ERROR: ", 1)[1].startswith(
+        "Not mended by a retry: attempt 2 stopped as an earlier attempt of this job did"
+    ), second
+    assert "epochs" in second
+    assert "Not mended by a retry" not in third  # another mistake: no claim about it
+    assert [h.split(":")[0] for h in _headers(log.read_text())][-1] == f"{HEADER} 3"

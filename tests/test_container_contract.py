@@ -25,10 +25,11 @@ from conftest import CONFIGS, REPO, assert_no_traceback, flat, snakemake, write_
 pytestmark = pytest.mark.workflow
 
 FAKES = Path(__file__).resolve().parent / "fakes"
-# Every rule that does work, by the subcommand it runs.
+# The rules that need no image (no torch): they run with Snakemake's own Python, whatever
+# `container:` says, so switching containers does not redo the data.
+HOST_RULES = {"download-data", "prepare-data"}
+# Every other rule that does work, by the subcommand it runs.
 WORKING_RULES = {
-    "download-data",
-    "prepare-data",
     "plot-samples",
     "plot-augmentations",
     "fetch-weights",
@@ -82,26 +83,47 @@ def test_every_job_runs_in_the_configured_image_with_nv(tmp_path):
         assert f"PYTHONPATH={REPO / 'workflow'}" in job["argv"][-1]
         assert "python -m fashion_cnn" in job["argv"][-1]
     assert {subcommand(job) for job in jobs} == WORKING_RULES
-    # and the same jobs, one each, that Snakemake ran: nothing bypassed the container
+    # and the same jobs, one each, that Snakemake ran: nothing else bypassed the container
     finished = result.stderr.count("Finished jobid") - 1  # minus `all`, which runs nothing
-    assert len(jobs) == finished
+    assert len(jobs) == finished - len(HOST_RULES)
+    assert (workdir / "results" / "data" / "fashion_mnist.npz").is_file()
 
 
-def test_a_local_sif_path_is_used_as_is(tmp_path):
+def test_a_local_sif_path_is_used_as_is_and_switching_to_it_keeps_the_data(tmp_path):
+    """The data first without a container (container: none), then the same folder with the
+    image: the data's rules need no image, so the switch neither reruns them nor rewrites the
+    shared resources/ files; only the plot that needs the image runs, in it."""
     log = tmp_path / "apptainer.jsonl"
     image = tmp_path / "fashion-cnn.sif"
     image.write_text("stand-in image\n")
     extra = tmp_path / "sif.yaml"
     extra.write_text(f"container: {image}\n")
     workdir = tmp_path / "work"
+    without = write_config(tmp_path / "none.yaml", "container: none\n")
+    first = snakemake(
+        workdir,
+        "--cores",
+        "2",
+        "results/data/fashion_mnist.npz",
+        configfiles=[CONFIGS / "container.yaml", without],
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    shared = sorted((workdir / "resources").rglob("*.gz")) + [
+        workdir / "results" / "data" / "fashion_mnist.npz"
+    ]
+    before = {path: path.stat().st_mtime_ns for path in shared}
+    assert len(before) == 5
+
     result = run_in_container(
         workdir, log, "results/data/samples.png", configfiles=[CONFIGS / "container.yaml", extra]
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "software environment" not in result.stdout + result.stderr
+    assert {path: path.stat().st_mtime_ns for path in shared} == before
     records = calls(log)
     assert not [r for r in records if r["command"] == "pull"]
     jobs = [r for r in records if r["command"] == "exec"]
-    assert {subcommand(job) for job in jobs} == {"download-data", "prepare-data", "plot-samples"}
+    assert [subcommand(job) for job in jobs] == ["plot-samples"]
     assert all(job["image"] == str(image) and "--nv" in job["flags"] for job in jobs)
 
 
@@ -169,6 +191,8 @@ def test_an_image_that_cannot_exist_stops_snakemake_before_any_job(tmp_path, con
     assert result.returncode != 0
     message = flat(result.stderr)
     assert expected in message and "make image" in message and "container: none" in message
+    # the way without one, for the route this user took (tests/test_slurm.py: the profile's)
+    assert "leave out --use-singularity" in message and "--config container=none" not in message
     assert_no_traceback(result.stderr)
     assert calls(log) == []  # nothing pulled, nothing run
     assert not (workdir / "results").exists()

@@ -44,7 +44,6 @@ SUBMITTED_RULES = {  # every rule that is not a localrule
     "plot_filters",
     "export_onnx",
 }
-LOCAL_RULES = {"download_data", "fetch_pretrained_weights", "summarize"}
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +61,9 @@ def cluster(tmp_path_factory):
         slurm.down()
 
 
-def laptop_profile(folder: Path) -> Path:
-    """profiles/slurm with only what a one-node laptop cluster needs changed."""
+def laptop_profile(folder: Path, threads: dict | None = None) -> Path:
+    """profiles/slurm with only what a one-node laptop cluster needs changed (threads: 1 for
+    each rule the profile sets, unless ``threads`` names it)."""
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     profile["default-resources"]["slurm_partition"] = "main"
     del profile["default-resources"]["slurm_account"]
@@ -73,7 +73,7 @@ def laptop_profile(folder: Path) -> Path:
     profile["jobs"] = 4
     profile["latency-wait"] = 5
     profile["retries"] = 0  # a failure here should fail the test, not be retried away
-    profile["set-threads"] = dict.fromkeys(profile["set-threads"], 1)
+    profile["set-threads"] = {**dict.fromkeys(profile["set-threads"], 1), **(threads or {})}
     profile["default-resources"]["mem_mb"] = 1500
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))
@@ -95,25 +95,45 @@ def cpu_only(tmp_path: Path) -> Path:
     return write_config(tmp_path / "cpu.yaml", "engine: {device: cpu}\n")
 
 
+# A sweep over two keys on two seeds: its point's name, in the wildcards the plugin passes with
+# --target-jobs (split on commas), must reach the job whole.
+TWO_KEY_SWEEP = """
+sweeps:
+  two_keys:
+    experiment: cnn_small_plain
+    grid: {learning_rate: [0.002], batch_size: [32]}
+    seeds: [1, 2]
+run_sweeps: [two_keys]
+"""
+POINT = "sweeps/two_keys/learning_rate=0.002/batch_size=32"
+
+
 def test_workflow_runs_through_sbatch(cluster, tmp_path):
+    """The whole DAG, a two-key sweep on two seeds with it, through sbatch. Snakemake runs on one
+    CPU of the two (taskset: a login node smaller than the compute nodes), and the cluster
+    profile's threads still reach SLURM: the workstation profile, applied after it, sets no
+    `cores` to cap them."""
     workdir = tmp_path / "work"
     log = tmp_path / "apptainer.jsonl"
     env = {**os.environ, **cluster.env, "FAKE_APPTAINER_LOG": str(log)}
     env["PATH"] = f"{FAKES}:{Path(sys.executable).parent}:{env['PATH']}"
     image = tmp_path / "fashion-cnn.sif"
     image.write_text("stand-in image\n")  # what `make image` leaves (the stand-in runs jobs)
-    result = snakemake(
+    profile = laptop_profile(tmp_path / "profile", threads={"train_model": 2})
+    argv = snakemake_argv(
         workdir,
         "--profile",
-        laptop_profile(tmp_path / "profile"),
+        profile,
         *MEMORY_OVERRIDES,
         configfiles=[
             CONFIGS / "slurm.yaml",
             cpu_only(tmp_path),
             write_config(tmp_path / "image.yaml", f"container: {image}\n"),
+            write_config(tmp_path / "sweep.yaml", TWO_KEY_SWEEP),
         ],
-        env=env,
-        timeout=1200,
+    )
+    result = subprocess.run(
+        ["taskset", "-c", "0", *argv], capture_output=True, text=True, env=env, timeout=1500
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:] + _slurm_logs(workdir)
@@ -132,50 +152,64 @@ def test_workflow_runs_through_sbatch(cluster, tmp_path):
     # every non-local job went through sbatch: SLURM itself knows each one, by the rule name the
     # plugin puts in the job's comment
     job_ids = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
-    submitted = {}
+    submitted: dict[str, list[dict]] = {}
     for job_id in job_ids:
         job = cluster.job(job_id)
         rule = re.match(r"rule_([a-z_]+?)(_wildcards_.*)?$", job["Comment"]).group(1)
-        submitted[rule] = job
+        submitted.setdefault(rule, []).append(job)
         assert job["JobState"] == "COMPLETED", (rule, job)
         assert job["Partition"] == "main"
         # engine.device: cpu, so no job waits for a GPU it would not use
         assert "gpu" not in job.get("TresPerJob", "") + job.get("TresPerNode", ""), job
     assert set(submitted) == SUBMITTED_RULES
-    # the command line's memory, and the rule's own time limit, which it did not drop
-    assert submitted["train_model"]["MinMemoryNode"] == "1500M"
-    assert submitted["train_model"]["TimeLimit"] == "04:00:00"
-    # each of the two seeds is its own training job and its own evaluation job
-    assert len(job_ids) == len(SUBMITTED_RULES) + 2
-    assert (results / "cnn_small_plain" / "seed-1" / "model.pt").is_file()
-    assert (results / "cnn_small_plain" / "seed-2" / "model.pt").is_file()
-    over_seeds = json.loads((results / "cnn_small_plain" / "metrics.json").read_text())
-    assert over_seeds["seeds"] == [1, 2] and over_seeds["test_accuracy_over_seeds"]["n"] == 2
+    training = submitted["train_model"]
+    # the command line's memory, the rule's own time limit, which it did not drop, and the
+    # cluster profile's threads, not the login node's one core
+    assert all(job["MinMemoryNode"] == "1500M" for job in training)
+    assert all(job["TimeLimit"] == "04:00:00" for job in training)
+    assert all(job["NumCPUs"] == "2" for job in training), [job["NumCPUs"] for job in training]
+    # each seed of the experiment and of the sweep's point is its own training and evaluation job
+    assert len(training) == 4 and len(submitted["evaluate_model"]) == 4
+    assert len(job_ids) == len(SUBMITTED_RULES) + 6
+    for run in ("cnn_small_plain", POINT):
+        for seed in (1, 2):
+            assert (results / run / f"seed-{seed}" / "model.pt").is_file(), (run, seed)
+        over_seeds = json.loads((results / run / "metrics.json").read_text())
+        assert over_seeds["seeds"] == [1, 2] and over_seeds["test_accuracy_over_seeds"]["n"] == 2
+    point = json.loads((results / POINT / "seed-2" / "metrics.json").read_text())
+    assert (point["config"]["learning_rate"], point["config"]["batch_size"]) == (0.002, 32)
+    table = (results / "sweeps" / "two_keys" / "sweep.csv").read_text()
+    assert "learning_rate=0.002/batch_size=32" in table
 
-    # inside the jobs, every command ran in the container with --nv (the stand-in recorded it)
+    # inside the jobs, every command ran in the container with --nv (the stand-in recorded it),
+    # except the data's, which needs no image and runs with Snakemake's Python
     executions = [json.loads(line) for line in log.read_text().splitlines() if '"exec"' in line]
-    assert (
-        len(executions) >= len(SUBMITTED_RULES) + 2
-    )  # plus download_data and summarize, run locally
+    ran = [call["argv"][-1].split("fashion_cnn ")[1].split()[0] for call in executions]
+    assert "train-model" in ran and "plot-samples" in ran
+    assert "prepare-data" not in ran and "download-data" not in ran
     assert all("--nv" in call["flags"] and call["image"] == str(image) for call in executions)
 
 
 @pytest.mark.parametrize(
-    "request_form",
-    [[], ["train_model:gpu=0", "train_model:gres=gpu:1"]],
+    ("request_form", "retries"),
+    [([], 1), (["train_model:gpu=0", "train_model:gres=gpu:1"], 0)],
     ids=["gpus", "gres"],  # the rule's --gpus=1, or the profile's documented form for gres sites
 )
-def test_a_job_given_a_gpu_it_cannot_use_stops_at_once(cluster, tmp_path, request_form):
+def test_a_job_given_a_gpu_it_cannot_use_stops_at_once(cluster, tmp_path, request_form, retries):
     """The default device (auto) on a GPU node whose GPU PyTorch cannot use (here a fake one;
     on a real cluster, a driver older than the image's CUDA): the rule's GPU request reached
     sbatch through the command line's --set-resources, and the job stops with the paragraph
-    instead of training on the CPU for hours."""
+    instead of training on the CPU for hours. The paragraph reaches the user's terminal, and a
+    retry (the profile's `retries:`) stops the same way at once, its first line saying that no
+    retry mends it."""
     workdir = tmp_path / "work"
     result = snakemake(
         workdir,
         "--profile",
         laptop_profile(tmp_path / "profile"),
         "results/cnn_small_plain/seed-1/model.pt",  # a target: not after a list-taking option
+        "--retries",
+        str(retries),
         *MEMORY_OVERRIDES,
         *request_form,
         "--config",
@@ -191,18 +225,63 @@ def test_a_job_given_a_gpu_it_cannot_use_stops_at_once(cluster, tmp_path, reques
         for job_id in re.findall(r"has been submitted with SLURM jobid (\d+)", output)
         if cluster.job(job_id)["Comment"].startswith("rule_train_model")
     ]
-    assert len(training) == 1, output[-3000:]
-    job = training[0]
-    assert "gpu" in job.get("TresPerJob", "") + job.get("TresPerNode", ""), job
-    assert job["MinMemoryNode"] == "1500M" and job["TimeLimit"] == "04:00:00"
-    assert job["JobState"] == "FAILED", job
+    assert len(training) == 1 + retries, output[-3000:]
+    for job in training:
+        assert "gpu" in job.get("TresPerJob", "") + job.get("TresPerNode", ""), job
+        assert job["MinMemoryNode"] == "1500M" and job["TimeLimit"] == "04:00:00"
+        assert job["JobState"] == "FAILED", job
     log = (workdir / "results/logs/train_model/cnn_small_plain/seed-1.log").read_text()
     message = flat(log)
     assert "This job asked for a GPU" in message and "finds no CUDA device" in message
     assert "no NVIDIA driver is loaded here" in message
+    assert "This job asked for a GPU" in flat(output)  # shown on the terminal, not only in the log
     assert_no_traceback(log)
+    if retries:
+        last = log.split("===== attempt 2")[1]
+        first_error = last.split(" ERROR ", 1)[1].split(": ", 1)[1]
+        assert first_error.startswith("Not mended by a retry: attempt 2 stopped"), last
     folder = workdir / "results" / "cnn_small_plain" / "seed-1"
     assert not (folder / "model.pt").exists() and not (folder / "train_state.pt").exists()
+
+
+def test_a_cluster_run_stops_before_any_job_on_a_missing_image_or_a_time_limit_too_short(
+    cluster, tmp_path
+):
+    """Two mistakes a cluster user makes, each stopped before anything is submitted with one
+    paragraph for that user: the image `make image` has not built yet (the way without one is
+    the profile user's, not --use-singularity's), and a time limit within the profile's early
+    SIGTERM lead (each attempt would be signalled seconds after it starts, three times)."""
+    workdir = tmp_path / "work"
+    profile = laptop_profile(tmp_path / "profile")
+    env = {**os.environ, **cluster.env}
+    missing = snakemake(
+        workdir, "--profile", profile, configfiles=[CONFIGS / "slurm.yaml"], env=env, timeout=300
+    )
+    message = flat(missing.stderr)
+    assert missing.returncode != 0 and "does not exist" in message, message[-2000:]
+    assert "--config container=none" in message and "--use-singularity" not in message
+    assert_no_traceback(missing.stderr)
+
+    short = snakemake(
+        workdir,
+        "--profile",
+        profile,
+        *MEMORY_OVERRIDES[:1],
+        "train_model:mem_mb=1500",
+        "train_model:runtime=2",
+        "--config",
+        "container=none",
+        configfiles=[CONFIGS / "slurm.yaml", cpu_only(tmp_path)],
+        env=env,
+        timeout=300,
+    )
+    output = short.stdout + short.stderr
+    message = flat(output)
+    assert short.returncode != 0, output[-3000:]
+    assert "train_model's time limit (runtime = 2 minutes)" in message, message[-3000:]
+    assert "--signal=TERM@120" in message and "Nothing was submitted" in message
+    assert "has been submitted with SLURM jobid" not in output
+    assert_no_traceback(short.stderr)
 
 
 def shared_virtualenv(folder: Path) -> Path:
@@ -330,3 +409,6 @@ def test_workstation_profile_cannot_clobber_the_cluster_profile():
     for key in set(default) & set(cluster):
         assert default[key] == cluster[key], key
     assert not {"set-threads", "set-resources", "resources", "default-resources"} & set(default)
+    # `cores` caps every job's threads, a cluster job's too (Snakemake constrains them by the
+    # login node's --cores): the workstation's `cores: all` would cut set-threads on the cluster
+    assert "cores" not in default

@@ -21,7 +21,34 @@ def test_every_tool_is_listed():
         "model_throughput.py",
         "omp_wait.py",
         "pseudo_label_audit.py",
+        "snakemake_lint.py",
         "test_time_views.py",
+    ]
+
+
+def test_the_lint_lets_through_only_the_missing_container_of_the_rules_that_need_none():
+    """make lint's snakemake --lint: the rules marked `container: False` are the data's, and only
+    their "no container" lint is let through; any other lint, or that lint elsewhere, is kept."""
+    import importlib.util  # here: tools/ is not a package; load the script as a module
+
+    spec = importlib.util.spec_from_file_location(
+        "snakemake_lint", TOOLS[0].parent / "snakemake_lint.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.rules_without_a_container() == {"download_data", "prepare_data"}
+    text = (
+        "Lints for rule download_data (line 7, /x/data.smk):\n"
+        "    * Specify a conda environment or container for each rule.:\n"
+        "      This way, the used software ...\n"
+        "Lints for rule train_model (line 4, /x/train.smk):\n"
+        "    * Specify a conda environment or container for each rule.:\n"
+        "    * Param settings is a prefix of input or output file but hardcoded:\n"
+    )
+    assert tool.lints(text) == [
+        ("download_data", tool.BY_DESIGN),
+        ("train_model", tool.BY_DESIGN),
+        ("train_model", "Param settings is a prefix of input or output file but hardcoded"),
     ]
 
 

@@ -25,7 +25,12 @@ from fashion_cnn.config.settings import (
     ExportSettings,
     PretrainedSettings,
 )
-from fashion_cnn.core.attempts import attempts_path, finish_attempt, start_attempt
+from fashion_cnn.core.attempts import (
+    attempts_path,
+    finish_attempt,
+    repeated_stop,
+    start_attempt,
+)
 from fashion_cnn.core.errors import TrainingInterrupted, UserError
 from fashion_cnn.tools.benchmark.arguments import add_arguments as add_benchmark_arguments
 
@@ -51,16 +56,18 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USER_ERROR)
 
 
-def setup_logging(log_path: str | None) -> None:
+def setup_logging(log_path: str | None) -> int:
     """Everything into the rule's log file, under this attempt's header (earlier unfinished
-    attempts above it: fashion_cnn/core/attempts.py); warnings and errors also on stderr."""
+    attempts above it: fashion_cnn/core/attempts.py); warnings and errors also on stderr.
+    Returns the attempt's number (1 without a log)."""
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(logging.INFO)
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setFormatter(logging.Formatter("fashion-cnn: %(levelname)s: %(message)s"))
+    attempt = 1
     if log_path:
-        start_attempt(Path(log_path))
+        attempt = start_attempt(Path(log_path))
         for path in (Path(log_path), attempts_path(Path(log_path))):
             handler = logging.FileHandler(path, mode="a")
             handler.setFormatter(
@@ -71,6 +78,7 @@ def setup_logging(log_path: str | None) -> None:
     root.addHandler(stderr)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     logging.getLogger("PIL").setLevel(logging.WARNING)
+    return attempt
 
 
 def _config(args) -> dict:
@@ -702,15 +710,18 @@ def _os_error_paragraph(error: OSError) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    attempt = 1
     try:
         # inside the handler: a log folder that cannot be written is a user mistake too
-        setup_logging(args.log)
+        attempt = setup_logging(args.log)
         args.function(args)
         if args.log:
             logging.shutdown()
             finish_attempt(Path(args.log))
     except UserError as error:
-        log.error("%s", error.paragraph())
+        text = error.paragraph()
+        note = repeated_stop(Path(args.log), attempt, text) if args.log else None
+        log.error("%s", f"{note}\n{text}" if note else text)
         sys.exit(EXIT_USER_ERROR)
     except TrainingInterrupted as error:
         log.warning("%s", error)

@@ -25,6 +25,7 @@ from fashion_cnn.config.choices import models_with  # noqa: E402
 from fashion_cnn.config.site import (  # noqa: E402
     check_container_image,
     check_gpu_for_local_jobs,
+    check_signal_lead,
     visible_gpus,
 )
 from fashion_cnn.config.validation import (  # noqa: E402
@@ -34,22 +35,38 @@ from fashion_cnn.config.validation import (  # noqa: E402
 from fashion_cnn.core.errors import UserError  # noqa: E402
 from fashion_cnn.results.stats import percent_with_spread  # noqa: E402
 from fashion_cnn.data.dataset import FILES as RAW_FILES  # noqa: E402
-from fashion_cnn.config.sweeps import all_runs, sweep_definition  # noqa: E402
+from fashion_cnn.config.sweeps import (  # noqa: E402
+    all_runs,
+    check_old_point_folders,
+    sweep_definition,
+)
 
 try:
     validate_config(config)
+    if workflow.is_main_process:
+        check_old_point_folders(config, Path(config["results"]))
 except UserError as error:
     sys.exit(error.paragraph())
 
 
 # Runs after the DAG is built and before any job, so before Snakemake removes the outputs of a
 # job it reruns: a GPU asked for and absent must not cost finished results.
+# On a cluster: no job is submitted with a time limit its early SIGTERM would cut to nothing.
 onstart:
-    if workflow.local_exec:
-        try:
+    try:
+        if workflow.local_exec:
             check_gpu_for_local_jobs(config["engine"]["device"])
-        except UserError as error:
-            sys.exit(error.paragraph())
+        else:
+            for job in workflow.dag.needrun_jobs():
+                if not job.is_local:
+                    resources = job.resources
+                    check_signal_lead(
+                        job.rule.name,
+                        resources.get("runtime"),
+                        resources.get("slurm_extra"),
+                    )
+    except UserError as error:
+        sys.exit(error.paragraph())
 
 
 RESULTS = config["results"]
@@ -79,13 +96,17 @@ def shell_word(text):
 # with the Python that runs Snakemake instead. A missing image stops Snakemake here, before any
 # job, with the way to build it (containers/README.md).
 CONTAINER = None if config["container"] == "none" else config["container"]
+# The executor is chosen after the Snakefile is read; as Snakemake's own scheduler does, a run
+# with --jobs for remote nodes (the cluster profile's `jobs:`) is a cluster run.
+ON_A_CLUSTER = workflow.resource_settings.nodes is not None
 IN_CONTAINER = (
     CONTAINER is not None
     and DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
 )
 if IN_CONTAINER and workflow.is_main_process:
     try:
-        check_container_image(CONTAINER)
+        # the cluster route turned containers on in its profile, the workstation's by a flag
+        check_container_image(CONTAINER, "cluster" if ON_A_CLUSTER else "workstation")
     except UserError as error:
         sys.exit(error.paragraph())
 
@@ -105,7 +126,14 @@ if IN_CONTAINER:
 else:
     USE_THIS_PYTHON = f"export PATH={shell_word(Path(sys.executable).parent)}:$PATH; "
     PYTHON_PATH = f"{PACKAGE_FOLDER}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"
-shell.prefix(f"set -euo pipefail; {USE_THIS_PYTHON}export PYTHONPATH={PYTHON_PATH}; ")
+# The rules that need no image (container: False) run $SNAKEMAKE_PYTHON, the interpreter running
+# Snakemake, instead of `python` (in the prefix, not in params: another virtualenv's path is no
+# reason to redo the data).
+SNAKEMAKE_PYTHON = shell_word(sys.executable)
+shell.prefix(
+    f"set -euo pipefail; {USE_THIS_PYTHON}export PYTHONPATH={PYTHON_PATH}; "
+    f"SNAKEMAKE_PYTHON={SNAKEMAKE_PYTHON}; "
+)
 
 
 # GPUs. Training and export ask for one (resources: gpu) unless engine.device is cpu: on a
@@ -114,9 +142,8 @@ shell.prefix(f"set -euo pipefail; {USE_THIS_PYTHON}export PYTHONPATH={PYTHON_PAT
 # overrides the count), each on a GPU of its own (fashion_cnn.training.device.claim_gpu); without a GPU
 # here they ask for none. A job given a GPU that finds none stops at once (--expect-gpu).
 GPU_REQUEST = 0 if config["engine"]["device"] == "cpu" else 1
-# Jobs run on this machine: the executor is chosen after the Snakefile is read, but as Snakemake's
-# own scheduler does, a run without --jobs for remote nodes is a local one.
-if workflow.is_main_process and workflow.resource_settings.nodes is None:
+# Jobs run on this machine (not ON_A_CLUSTER):
+if workflow.is_main_process and not ON_A_CLUSTER:
     GPUS_HERE = visible_gpus()
     if GPUS_HERE is None:  # WSL, ROCm: the GPUs cannot be counted from here; assume one
         GPUS_HERE = 1
@@ -133,7 +160,7 @@ def get_gpu_flag(wildcards, resources):
 
 
 # What trains over seeds: every experiment, and every point of every sweep (a run named
-# sweeps/<sweep>/<key>=<value>,..., which is also its folder). The `experiment` wildcard matches
+# sweeps/<sweep>/<key>=<value>/<key>=<value>/..., which is also its folder). The `experiment` wildcard matches
 # only these names (so results/data/... is no experiment).
 RUNS = all_runs(config)
 RUN_NAMES = "|".join(re.escape(name) for name in sorted(RUNS))
@@ -298,6 +325,28 @@ def get_weights_input(wildcards):
     if weights != "none":
         return weights
     return []
+
+
+def get_downloads():
+    """What the default target needs from the internet: the dataset's files, and the ImageNet
+    weights of every run it trains that starts from them (pre-staged on a login node).
+    """
+    running = set(config["run_experiments"]) | {
+        run
+        for run, spec in RUNS.items()
+        if any(run.startswith(f"sweeps/{sweep}/") for sweep in config["run_sweeps"])
+    }
+    models = sorted(
+        {
+            RUNS[run].settings["model"]
+            for run in running
+            if RUNS[run].settings["weights"] == "imagenet"
+        }
+    )
+    return [
+        *rules.download_data.output,
+        *(WEIGHTS_STATUS.format(model=model) for model in models),
+    ]
 
 
 def get_weights_argument(wildcards, input):

@@ -59,3 +59,20 @@ def start_attempt(log_path: Path) -> int:
 def finish_attempt(log_path: Path) -> None:
     """The step succeeded: its log holds every attempt; the attempts file is no longer needed."""
     attempts_path(log_path).unlink(missing_ok=True)
+
+
+def repeated_stop(log_path: Path, number: int, paragraph: str) -> str | None:
+    """The first line for a mistake that stopped an earlier attempt of this job the same way
+    (a retry or requeue cannot mend it: a bad setting, a GPU PyTorch cannot use), else None."""
+    if number < 2:
+        return None
+    earlier_path = attempts_path(log_path)
+    earlier = earlier_path.read_text(errors="replace") if earlier_path.is_file() else ""
+    # the paragraph's opening words, as the earlier attempt logged them (wrapped the same way)
+    if paragraph.splitlines()[0] not in earlier:
+        return None
+    return (
+        f"Not mended by a retry: attempt {number} stopped as an earlier attempt of this job did, "
+        "on a mistake to fix (below). Any retries left (the profile's `retries:`) stop the same "
+        "way within seconds; fix it and run Snakemake again."
+    )
