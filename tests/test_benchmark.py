@@ -1,6 +1,6 @@
 """The benchmark command: the chapter's loop vs the engine, eager vs ONNX Runtime, on real images.
 
-Speed targets are not asserted here (they belong in docs/benchmarks.md); this checks that the
+Speed targets are not asserted here (they belong in docs/results/notebook.md); this checks that the
 command measures what it says and writes the JSON and the Markdown table it promises.
 """
 

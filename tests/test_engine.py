@@ -70,7 +70,7 @@ def test_explicit_cuda_without_a_gpu_is_a_clear_error():
 
 
 def test_engine_switch_defaults_are_the_measured_ones(monkeypatch):
-    """docs/benchmarks.md: channels_last on, fp32, no compile, no CUDA graph on a CPU."""
+    """docs/results/notebook.md: channels_last on, fp32, no compile, no CUDA graph on a CPU."""
     cpu = torch.device("cpu")
     automatic = default_engine_settings()
     assert (automatic.channels_last, automatic.precision, automatic.compile) == ("auto",) * 3

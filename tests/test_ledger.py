@@ -63,7 +63,9 @@ def test_a_changed_record_whose_page_was_not_rendered_is_drift(tmp_path):
     record = json.loads(path.read_text())
     record["accuracy"]["mean"] = 0.7710
     path.write_text(json.dumps(record))
-    with pytest.raises(UserError, match="out of date: chapter.md, README.md. Run make docs"):
+    with pytest.raises(
+        UserError, match="out of date: chapter.md, notebook.md, README.md. Run make docs"
+    ):
         check_docs(ledger, readme, pages)
     write_docs(ledger, readme, pages)
     check_docs(ledger, readme, pages)
@@ -197,3 +199,34 @@ def test_a_duration_is_rendered_with_every_run(tmp_path):
     record["duration"]["seconds"] = []
     with pytest.raises(UserError, match="duration.seconds"):
         check_record(record, "x.json")
+
+
+def test_a_notebook_section_shows_a_records_figure_and_follows_it(tmp_path):
+    """The lab notebook is transcribed text; a figure a structured record holds appears in it as
+    {{NAME}}, rendered from that record: change the record and the notebook page changes with it
+    (and is drift until rendered). A notebook section must be transcribed, and may name only an
+    accuracy record that exists."""
+    ledger, pages, readme = _ledger_copy(tmp_path)
+    notebook = (pages / "notebook.md").read_text()
+    assert "{{" not in notebook
+    assert "[94.46% ± 0.12 (n=3)](frontier.md#cnn_frontier3seeds)" in notebook
+    path = ledger / "cnn_frontier.3seeds.json"
+    record = json.loads(path.read_text())
+    record["accuracy"]["mean"] = 0.9461
+    path.write_text(json.dumps(record))
+    with pytest.raises(UserError, match="out of date: .*notebook.md"):
+        check_docs(ledger, readme, pages)
+    write_docs(ledger, readme, pages)
+    assert (
+        "[94.61% ± 0.12 (n=3)](frontier.md#cnn_frontier3seeds)"
+        in (pages / "notebook.md").read_text()
+    )
+
+    section = json.loads((ledger / "notebook.frontier_found.json").read_text())
+    measured = dict(copy.deepcopy(section), source="measured")
+    with pytest.raises(UserError, match="source"):
+        check_record(measured, "x.json")
+    section["notebook"]["body"] += "\nand {{cnn_frontier.4seeds}}\n"
+    (ledger / "notebook.frontier_found.json").write_text(json.dumps(section))
+    with pytest.raises(UserError, match="no accuracy record is named 'cnn_frontier.4seeds'"):
+        rendered(ledger, readme, pages)

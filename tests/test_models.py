@@ -217,7 +217,7 @@ def test_vit_b16_takes_grey_28x28_as_imagenet_rgb_at_its_size():
 def test_every_experiment_of_the_config_builds_its_model_with_its_arguments():
     """config.yaml's experiments, each as its own settings build it (width, dropout, patch size,
     ...): ten outputs per image at the size the experiment feeds it. The two frontier recipes'
-    sizes are the ones docs/benchmarks.md names (926,578 and 1,645,546 parameters)."""
+    sizes are the ones docs/results/notebook.md names (926,578 and 1,645,546 parameters)."""
     from conftest import base_config
     from fashion_cnn.config.settings import ExperimentSettings
     from fashion_cnn.models.catalog import model_arguments

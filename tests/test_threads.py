@@ -4,7 +4,7 @@ The choice is driven by measured images/s, which on a real machine depend on wha
 do; these tests give the tuner a simulated machine instead (a clock that advances by each step's
 time at the current thread count), so that each situation is the same on every run. The real
 speeds it chooses between are measured by the benchmark (`--switches channels_last+adapt
---contention spin`; docs/benchmarks.md), not asserted here. The last test runs the real engine
+--contention spin`; docs/results/notebook.md), not asserted here. The last test runs the real engine
 with it, real threads included.
 """
 

@@ -1,4 +1,4 @@
-"""The measurement scripts in tools/ (the figures docs/benchmarks.md quotes come from them): each
+"""The measurement scripts in tools/ (the figures docs/results/notebook.md quotes come from them): each
 starts from a clean environment, finds the package from its own folder, and says what it
 measures with --help. Measuring itself takes minutes and a quiet machine; it is not run here."""
 

@@ -1,4 +1,4 @@
-"""Where ResNet-18's CPU training step goes, and what fused Adam saves (docs/benchmarks.md,
+"""Where ResNet-18's CPU training step goes, and what fused Adam saves (docs/results/notebook.md,
 "ResNet-18 on this CPU"). Run from the repository root:
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python tools/adam_on_cpu.py

@@ -1,6 +1,6 @@
 """Page faults and step time of the engine's CPU training step with glibc's malloc defaults and
 with the engine's allocator setting (fashion_cnn.training.device.keep_freed_memory): the figures
-docs/benchmarks.md quotes in "Where the CPU time went: page faults".
+docs/results/notebook.md quotes in "Where the CPU time went: page faults".
 
 Each setting runs in its own fresh process (the setting is process-wide and cannot be undone),
 alternating, so a drifting machine touches both alike. Run:

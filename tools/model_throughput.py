@@ -1,6 +1,6 @@
 """Training images/s of the frontier and 500-label candidate networks in a bare timing loop
 (batch 256, channels_last, fused AdamW, fp32 and bf16 autocast, 2 threads): the figures
-docs/benchmarks.md quotes for resnet_small and cnn_bn. Run: .venv/bin/python tools/model_throughput.py
+docs/results/notebook.md quotes for resnet_small and cnn_bn. Run: .venv/bin/python tools/model_throughput.py
 (``--allocator system`` leaves glibc's malloc as it is, as before ``engine.allocator`` existed;
 ``--only resnet_small:24`` times one network; ``--precision bf16`` one precision).
 """

@@ -1,5 +1,5 @@
 """Training images/s of the engine's step under different OpenMP wait settings, quiet and beside a
-single-threaded busy process: the figures docs/benchmarks.md quotes in "How OpenMP's threads
+single-threaded busy process: the figures docs/results/notebook.md quotes in "How OpenMP's threads
 wait". Each setting runs in a fresh process (libgomp reads its environment once, at load), the
 settings alternating, each `--pairs` times. CPU time is split into user and system (a sleeping
 wait costs a futex system call per barrier). Run:

@@ -1,7 +1,7 @@
 """How right a FixMatch model's pseudo-labels are, class by class, on the unlabelled images: a
 diagnosis after training (the true labels are read here, never during training). Prints the
 share of unlabelled images whose softmax passes the threshold, their accuracy, and per class the
-passed pseudo-labels' share and precision. The figures docs/benchmarks.md quotes for the held-out
+passed pseudo-labels' share and precision. The figures docs/results/notebook.md quotes for the held-out
 control (fm_val95). Run: .venv/bin/python tools/pseudo_label_audit.py CHECKPOINT DATA
 --labelled 500 --validation 5000 (images labelled..60000-validation are the unlabelled ones).
 """

@@ -9,8 +9,8 @@ fashion_cnn.USER_ENVIRONMENT = dict(os.environ)
 # OpenMP threads that find no work wait passively instead of spinning. Set before torch loads its
 # OpenMP runtime, and only where the user has not chosen: on cores shared with other processes,
 # spinning threads took the time slices their partners needed, and a two-thread training job
-# ran at a tenth of its speed (docs/benchmarks.md, "Shared cores"); on a quiet machine it costs
-# nothing measurable.
+# ran at a fraction of its speed (docs/results/notebook.md, "Speed in short"). On quiet cores
+# it costs the engine speed against OpenMP's default policy (docs/results/speed.md has both).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from fashion_cnn.cli import main  # noqa: E402

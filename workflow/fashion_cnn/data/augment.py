@@ -146,7 +146,7 @@ def affine_matrices(
     ``grid_sample`` passes because torchvision resamples twice with different filters: nearest
     neighbour for the rotation (RandomRotation's default) and bilinear for the resize. Folding
     both into one bilinear pass would give smoother images than the chapter's, and measurably
-    other accuracies (docs/benchmarks.md).
+    other accuracies (docs/results/notebook.md).
     """
     ones = torch.ones(count, device=device)
     zeros = torch.zeros(count, device=device)

@@ -36,6 +36,7 @@ QUESTIONS = {
     "speed": "Training speed on each CPU",
     "gpu": "On a GPU",
     "runtime": "Run time: the workflow and the tests",
+    "notebook": "The lab notebook: how the figures were found, as written then",
 }
 
 

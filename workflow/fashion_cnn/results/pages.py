@@ -5,6 +5,7 @@ ledger renders now (``python -m fashion_cnn docs --check``). Torch-free."""
 
 from __future__ import annotations
 
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -115,13 +116,53 @@ def _duration_row(record: dict[str, Any]) -> list[str]:
 
 
 def _order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Accuracies first, then the differences between them, then durations, each by name."""
-    kinds = ["accuracy", "difference", "speed", "duration"]
-    return sorted(records, key=lambda record: (kinds.index(record["kind"]), record["name"]))
+    """Accuracies first, then the differences between them, then speed and durations, each by
+    name; the notebook's sections in their order."""
+    kinds = ["accuracy", "difference", "speed", "duration", "notebook"]
+
+    def key(record: dict[str, Any]) -> tuple[int, int, str]:
+        place = record["notebook"]["order"] if record["kind"] == "notebook" else 0
+        return kinds.index(record["kind"]), place, record["name"]
+
+    return sorted(records, key=key)
 
 
-def render_page(question: str, records: list[dict[str, Any]]) -> str:
-    """One results page: the table of its records, then how each was measured."""
+# In a notebook section, {{NAME}} stands for the accuracy record NAME's figure: the figure lives
+# in that record alone, and the section shows it, linked, as the record says it now.
+PLACEHOLDER = re.compile(r"\{\{([a-z][a-z0-9_.-]*)\}\}")
+
+
+def _figure_of(name: str, records: dict[str, dict[str, Any]], where: str) -> str:
+    record = records.get(name)
+    if record is None or record["kind"] != "accuracy":
+        raise UserError(
+            f"Ledger record {where} shows {{{{{name}}}}}, but no accuracy record is named "
+            f"'{name}' in docs/ledger/. Name an accuracy record, or write the figure's record "
+            "first."
+        )
+    anchor = name.replace(".", "")
+    return f"[{percent_with_spread(record['accuracy'])}]({record['question']}.md#{anchor})"
+
+
+def _notebook_section(record: dict[str, Any], records: dict[str, dict[str, Any]]) -> list[str]:
+    """A notebook record: its heading (the anchor other pages link to), where it came from, then
+    the section as it was written, each {{NAME}} replaced by that record's figure."""
+    lines = ["", f"## {record['title']}", ""]
+    lines += [f"- {line}" for line in _provenance_lines(record)]
+    body = PLACEHOLDER.sub(
+        lambda match: _figure_of(match.group(1), records, record["name"]),
+        record["notebook"]["body"].strip(),
+    )
+    return [*lines, "", body]
+
+
+def render_page(
+    question: str,
+    records: list[dict[str, Any]],
+    everything: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """One results page: the table of its records, then how each was measured (``everything``:
+    every record by name, for the figures a notebook section shows)."""
     lines = [GENERATED, f"# {QUESTIONS[question]}", ""]
     lines.append(
         "Every figure here is a record in [docs/ledger/](../ledger/): what ran, where, with what "
@@ -140,6 +181,9 @@ def render_page(question: str, records: list[dict[str, Any]]) -> str:
         rows = [_duration_row(r) for r in timed]
         lines += ["", markdown_table(DURATION_HEADER, rows).rstrip()]
     for record in records:
+        if record["kind"] == "notebook":
+            lines += _notebook_section(record, everything or {})
+            continue
         lines += ["", f"## {record['name']}", "", f"**{record['title']}**", ""]
         lines += [f"- {line}" for line in _provenance_lines(record)]
     return "\n".join(lines) + "\n"
@@ -185,8 +229,9 @@ def rendered(folder: Path = LEDGER, readme: Path = README, pages: Path = PAGES) 
     by_question: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_question.setdefault(record["question"], []).append(record)
+    everything = {record["name"]: record for record in records}
     files = {
-        pages / f"{question}.md": render_page(question, by_question[question])
+        pages / f"{question}.md": render_page(question, by_question[question], everything)
         for question in QUESTIONS
         if question in by_question
     }

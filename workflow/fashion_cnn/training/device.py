@@ -209,7 +209,7 @@ def keep_freed_memory(setting: str = "auto") -> str:
     By default glibc returns a freed block to the kernel when it was mmap-ed (large blocks) or
     when enough is free at the top of the heap (M_TRIM_THRESHOLD), and every training step frees
     and allocates the same activations again: the kernel hands the pages back zeroed, one page
-    fault each, thousands per step, and the step measurably slower without them (docs/benchmarks.md,
+    fault each, thousands per step, and the step measurably slower without them (docs/results/notebook.md,
     "CPU: the page faults of every step", measured with tools/allocator_faults.py). With both
     thresholds at 1 GiB the faults stop once the first steps have grown the heap. Process-wide and not undoable; ``system`` (or a
     C library other than glibc) leaves the allocator as it is. Returns what was done, as logged.
@@ -240,7 +240,7 @@ def native_bf16(device: torch.device) -> bool:
     """Whether bf16 arithmetic runs in hardware: AMX or AVX512-BF16 on a CPU, bf16 on a GPU.
 
     Without it, oneDNN emulates bf16 on the CPU, an order of magnitude slower than fp32
-    (docs/benchmarks.md: cnn_fast at 55 images/s in bf16 against 622 in fp32 on an AVX2 EPYC).
+    (docs/results/notebook.md, "Engine switches and their defaults", the row `precision`).
     """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -281,7 +281,7 @@ class Switches:
                 f"engine.cuda_graph is true but the training step cannot be one CUDA graph: "
                 f"{blocker}. Set engine.cuda_graph to auto (graphs where they work) or false."
             )
-        # measured on an H200 (docs/benchmarks.md, "GPU"): at batch 64 the step is launch-bound
+        # measured on an H200 (docs/results/notebook.md, "GPU"): at batch 64 the step is launch-bound
         cuda_graph = _choose(engine.cuda_graph, True) and blocker is None
         switches = cls(channels_last, bf16, compile_model, cuda_graph)
         _log_switches(switches, engine, device, precision, blocker)

@@ -2,7 +2,7 @@
 once and replayed for every full batch (after PyTorch's "whole network capture" recipe).
 
 At the chapter's batch 64 a small CNN's step is a few hundred short kernels, and on a GPU the time
-goes to launching them, not running them (docs/benchmarks.md, "GPU"); a replay launches them all
+goes to launching them, not running them (docs/results/notebook.md, "GPU"); a replay launches them all
 at once. What makes the replayed step the eager step:
 
 - the optimizer keeps its step count and learning rate in device tensors (``capturable``, a tensor

@@ -28,7 +28,7 @@ class OptimizerEntry:
     build: Callable[..., torch.optim.Optimizer]
     description: str
     # PyTorch's fused CPU kernel: one pass per tensor instead of a Python loop of a dozen
-    # element-wise kernels (the same fp32 arithmetic; docs/benchmarks.md, "ResNet-18 on this CPU")
+    # element-wise kernels (the same fp32 arithmetic; docs/results/notebook.md, "ResNet-18 on this CPU")
     fused_on_cpu: bool = False
     capturable: bool = False  # a capturable implementation: step count and lr on the device
 

@@ -182,7 +182,7 @@ def _model(
     write_text(job.summary_path, summary_table(model))
     if device.type == "cpu":
         # ResNet-18's last stage at 28x28: one-pixel convolutions as matrix products (the same
-        # arithmetic in another order, measured faster: docs/benchmarks.md, "ResNet-18 on this CPU")
+        # arithmetic in another order, measured faster: docs/results/notebook.md, "ResNet-18 on this CPU")
         one_pixel_convolutions_as_matmuls(model)
     layout = torch.channels_last if switches.channels_last else torch.preserve_format
     # both at once is what torch's Module.to does; its type stubs list them apart

@@ -1,11 +1,11 @@
 """``engine.shared_cores: adapt``: the number of PyTorch CPU threads chosen, while training, by
 measuring the images/s each count gives.
 
-Why (docs/benchmarks.md, "On shared cores"): the threads of one convolution wait for each other
+Why (docs/results/notebook.md, "The AVX2 EPYC re-measured with it", "On shared cores"): the threads of one convolution wait for each other
 at its end, so when another process keeps one of a 2-core job's cores busy, the thread that
 shares that core holds back the one that does not. Measured on three CPU kinds beside one busy
 single-threaded process, the chapter's CNN with two threads lost much of its quiet speed and
-ran faster with one thread than with two (docs/benchmarks.md, "On shared cores"). Which count is faster depends on what the neighbours do and
+ran faster with one thread than with two (the same page, "Speed in short"). Which count is faster depends on what the neighbours do and
 for how long, so it is measured, not guessed: the training runs at one count for a window of
 steps, tries the next count down (or up) for one window, and keeps whichever was faster. A probe
 that loses is tried again less and less often (the cost of trying on a quiet machine is about

@@ -78,7 +78,7 @@ class BatchNormCNN(DropoutMixin, nn.Module):
     One 3x3 conv-BN-ReLU block at 28x28, two at 14x14 and two at 7x7 (``width``, 2x and 4x
     channels), max-pool between stages, global max pooling and one linear layer. Cheap where the
     images are large, wide where they are small. ``cnn_fast`` trains it (width 32, bf16 autocast,
-    batch 256; measured: docs/benchmarks.md, "cnn_fast: the best recipe for 3 minutes").
+    batch 256; measured: docs/results/notebook.md, "cnn_fast: the best recipe for 3 minutes").
     """
 
     def __init__(
