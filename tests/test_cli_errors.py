@@ -88,6 +88,12 @@ def _dangling_link(tmp_path):
     return link
 
 
+def _link_loop(tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop")
+    return loop
+
+
 def _file_in_the_way(tmp_path):
     (tmp_path / "results").write_text("not a folder")
     return tmp_path / "results" / "data"
@@ -180,6 +186,10 @@ CASES = {
     "results folder is a dangling link": (
         lambda t, m, d, c: _plot_into(_dangling_link(t), d),
         "something that is not a folder is in the way",
+    ),
+    "a results folder that is a link loop": (
+        lambda t, m, d, c: _plot_into(_link_loop(t) / "data", d),
+        "a symbolic link that leads back to itself",
     ),
     "a file where the results folder belongs": (
         lambda t, m, d, c: _plot_into(_file_in_the_way(t), d),

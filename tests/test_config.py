@@ -311,3 +311,79 @@ def test_every_preset_is_valid_after_config_yaml(files):
     config = load_config([str(REPO / "config.yaml"), *(str(REPO / name) for name in files)], [])
     for name in config["run_experiments"]:
         assert config["experiments"][name]["seeds"], name
+
+
+def _patterns(node, path="") -> list[tuple[str, str]]:
+    """(where, pattern) of every `pattern` in a schema."""
+    found = []
+    if isinstance(node, dict):
+        if isinstance(node.get("pattern"), str):
+            found.append((path, node["pattern"]))
+        for key, value in node.items():
+            found += _patterns(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _patterns(value, f"{path}/{index}")
+    return found
+
+
+SCHEMAS = [
+    REPO / "workflow" / "schemas" / name for name in ("config.schema.yaml", "record.schema.yaml")
+]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=[path.name for path in SCHEMAS])
+def test_every_pattern_is_anchored_and_holds_for_the_whole_value(schema):
+    """jsonschema's `pattern` searches, and `$` also matches before a final newline: "cpu\\n"
+    passed ^(auto|cpu)$. Every pattern is written anchored, and the project's validator matches
+    it against the whole value, so no value with a trailing line break passes one."""
+    import yaml  # here: only this test reads the raw schema files
+    from fashion_cnn.config.schema import Validator
+
+    patterns = _patterns(yaml.safe_load(schema.read_text()))
+    assert patterns
+    unanchored = [
+        (where, p) for where, p in patterns if not (p.startswith("^") and p.endswith("$"))
+    ]
+    assert unanchored == []
+    for where, pattern in patterns:
+        assert not Validator({"type": "string", "pattern": pattern}).is_valid("x" * 3 + "\n"), where
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda c: c["engine"].update(device="cpu\n"), "It ends in a line break or space"),
+        (lambda c: c.update(results="out\n"), 'results = "out\\n" has the wrong form'),
+        (lambda c: c["experiments"].update({"mine\n": {"model": "cnn"}}), "mine\\n"),
+        (lambda c: c["experiments"]["cnn_baseline"].update(batch_size=32.0), "written without a decimal point: 32"),
+        (lambda c: c["experiments"]["cnn_baseline"].update(seeds=[42, 43.0]), "seeds.1 = 43.0 has the wrong type"),
+        (lambda c: c["experiments"]["cnn_baseline"].update(epochs=True), "epochs = true has the wrong type"),
+        (lambda c: c.update(sweeps={"s": {"experiment": "cnn_baseline", "grid": {"epochs": [30, 30.0]}}}), "30.0 has the wrong type"),
+    ],
+    ids=["device ending in a newline", "results ending in a newline", "experiment name ending in a newline",
+         "whole-number float batch", "whole-number float seed", "true as a number", "a grid's 30 and 30.0"],
+)  # fmt: skip
+def test_a_trailing_newline_or_a_whole_number_float_is_refused(change, expected):
+    config = _raw()
+    change(config)
+    assert expected in _error(config)
+
+
+def test_the_command_line_refuses_them_too():
+    from fashion_cnn.config.schema import argument_type
+
+    device = argument_type("engine.device")
+    assert device("cuda:1") == "cuda:1"
+    with pytest.raises(Exception, match="wrong form"):
+        device("cpu\n")
+
+
+def test_a_results_folder_that_is_a_link_loop_is_one_paragraph(tmp_path):
+    """Python's resolve() raises on a link loop (ELOOP): Snakemake's config check ended in a
+    stack. Now one paragraph, before any job."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    config = _raw()
+    config["results"] = str(loop / "results")
+    assert "a symbolic link that leads back to itself" in _error(config)

@@ -690,6 +690,17 @@ def _os_error_paragraph(error: OSError) -> str | None:
             "space). Remove it or make the link point to an existing folder, or set `results:` to "
             "another folder, and rerun."
         )
+    if error.errno == errno.ELOOP:
+        return (
+            f"A path{where} is a symbolic link that leads back to itself (a link loop), so "
+            "nothing can be read or written through it. Point the link at a real folder or file "
+            "(or give another path) and rerun."
+        )
+    if error.errno == errno.ENAMETOOLONG:
+        return (
+            f"A path{where} is longer than the file system allows (255 bytes per name). Give a "
+            "shorter name (an experiment's, a sweep's, or the results folder's) and rerun."
+        )
     if error.errno == errno.EISDIR:
         return (
             f"{error.filename or 'A path'} is a folder where a file belongs. Give the path of a "

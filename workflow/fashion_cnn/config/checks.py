@@ -14,7 +14,14 @@ import jsonschema
 
 from fashion_cnn import TRAINING_IMAGES
 from fashion_cnn.config import choices
-from fashion_cnn.config.schema import FIX, describe_error, did_you_mean, location, schema_at
+from fashion_cnn.config.schema import (
+    FIX,
+    Validator,
+    describe_error,
+    did_you_mean,
+    location,
+    schema_at,
+)
 from fashion_cnn.config.sweeps import (
     NOT_SWEPT,
     SWEEPS_FOLDER,
@@ -42,7 +49,15 @@ def check_finite(instance: Any, path: tuple = ()) -> None:
 def _check_folders(config: dict) -> None:
     for key in ("results", "resources"):
         folder = Path(config[key])
-        if folder.resolve() == Path(folder.resolve().anchor):
+        try:
+            resolved = folder.resolve()
+        except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a link loop
+            raise UserError(
+                f'Config error: {key} = "{config[key]}" (or a folder above it) is a symbolic link '
+                "that leads back to itself, so no file can be written under it. Point the link "
+                f"at a real folder, or set {key}: to another folder. " + FIX
+            ) from None
+        if resolved == Path(resolved.anchor):
             raise UserError(
                 f'Config error: {key} = "{config[key]}" is the root of the file system; the '
                 "workflow would write its folders there. Name a folder of its own, such as "
@@ -216,7 +231,7 @@ def _check_sweeps(config: dict) -> None:
     that key accepts (checked with the experiment schema, as in an experiment); its points have
     distinct folder names. run_sweeps names sweeps."""
     experiments = config["experiments"]
-    validator = jsonschema.Draft202012Validator(schema_at("experiments.*"))
+    validator = Validator(schema_at("experiments.*"))
     for name, sweep in config["sweeps"].items():
         where = f"sweeps.{name}"
         base = sweep["experiment"]

@@ -24,6 +24,28 @@ from fashion_cnn.config import choices
 SCHEMA_PATH = Path(__file__).resolve().parent.parent.parent / "schemas" / "config.schema.yaml"
 
 
+def _strict_pattern(validator: Any, pattern: str, instance: Any, schema: dict) -> Iterable[Any]:
+    """`pattern` as the whole value: jsonschema's own uses re.search, where `$` also matches
+    before a final newline, so "cpu\n" (a YAML block scalar's end) passed `^(auto|cpu)$`."""
+    if validator.is_type(instance, "string") and re.fullmatch(pattern, instance) is None:
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _strict_integer(checker: Any, instance: Any) -> bool:
+    """An integer is an int: jsonschema's own also takes 32.0, which became seed-43.0 folders
+    and tracebacks in jobs; a bool is no integer either."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+# The validator every schema of this project is checked with (the config, a command-line
+# value, a checkpoint's settings, a ledger record).
+Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    validators={"pattern": _strict_pattern},
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer),
+)
+
+
 FIX = "Fix it in config.yaml (or in the --config/--configfile override that sets it)."
 
 
@@ -135,6 +157,8 @@ def _wrong_type(error: jsonschema.ValidationError, where: str, value: str, hint:
             f" YAML reads {error.instance} as text because the number has no decimal point: "
             f"write {mantissa}e{exponent}."
         )
+    if isinstance(error.instance, float) and error.instance.is_integer():
+        yaml_hint = f" A whole number is written without a decimal point: {int(error.instance)}."
     return (
         f"Config error: {where} = {value} has the wrong type; "
         f"it must be {error.validator_value}{hint}.{yaml_hint}"
@@ -195,8 +219,15 @@ _MESSAGES = {
     "minProperties": _template("Config error: {where} is empty; give it at least one key{hint}."),
     "minLength": _template("Config error: {where} is empty{hint}; give it a value."),
     "multipleOf": _template("Config error: {where} = {value} must be a multiple of {limit}{hint}."),
-    "pattern": _template(
-        "Config error: {where} = {value} has the wrong form (must match {limit}){hint}."
+    "pattern": lambda error, where, value, hint: (
+        f"Config error: {where} = {value} has the wrong form (must match "
+        f"{error.validator_value}){hint}."
+        + (
+            " It ends in a line break or space (a YAML `key: |` block keeps one): write the "
+            "value on the key's line."
+            if isinstance(error.instance, str) and error.instance != error.instance.rstrip()
+            else ""
+        )
     ),
     "required": _template("Config error: {where} lacks a required key: {message}."),
 }
@@ -231,7 +262,7 @@ def argument_type(schema: dict | str, kind: type = str) -> Callable[[str], Any]:
     the same key: the command line and Snakemake share one set of types and ranges."""
     if isinstance(schema, str):
         schema = schema_at(schema)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = Validator(schema)
     names = {int: "an integer", float: "a number", str: "text"}
 
     def parse(text: str) -> Any:

@@ -19,6 +19,7 @@ import yaml
 from fashion_cnn.config.checks import check_consistency, check_finite
 from fashion_cnn.config.schema import (
     FIX,
+    Validator,
     describe_error,
     fill_defaults,
     load_schema,
@@ -77,7 +78,7 @@ def validate_config(config: dict) -> dict:
     schema = load_schema()
     check_finite(config)
     fill_defaults(config, schema)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         raise UserError(describe_error(error) + " " + FIX)

@@ -16,7 +16,7 @@ import jsonschema
 import torch
 from torch import nn
 
-from fashion_cnn.config.schema import fill_defaults, schema_at
+from fashion_cnn.config.schema import Validator, fill_defaults, schema_at
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.files import write_bytes
 from fashion_cnn.models.catalog import MODELS, build_model
@@ -128,7 +128,7 @@ def _check_settings(state: dict, path, fix: str) -> None:
     arguments = state["model"]["arguments"]
     unknown = sorted(set(arguments) - set(schema["properties"]))
     error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema).iter_errors({**state["config"], **arguments})
+        Validator(schema).iter_errors({**state["config"], **arguments})
     )
     if unknown or error is not None:
         what = f"unknown model argument {unknown[0]!r}" if unknown else error.message

@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from fashion_cnn.config.schema import describe_error
+from fashion_cnn.config.schema import Validator, describe_error
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.files import read_json, write_json
 
@@ -49,7 +49,7 @@ def record_schema() -> dict[str, Any]:
 
 def check_record(record: Any, where: str) -> dict[str, Any]:
     """The record, or one paragraph naming what it lacks (``where`` names its file)."""
-    validator = jsonschema.Draft202012Validator(record_schema())
+    validator = Validator(record_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(record))
     if error is not None:
         message = describe_error(error).replace("Config error", f"Ledger record {where}", 1)
