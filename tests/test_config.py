@@ -387,3 +387,48 @@ def test_a_results_folder_that_is_a_link_loop_is_one_paragraph(tmp_path):
     config = _raw()
     config["results"] = str(loop / "results")
     assert "a symbolic link that leads back to itself" in _error(config)
+
+
+BILLION_LAUGHS = """
+a: &a [x, x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_work_without_bounds_is_refused_at_once(tmp_path):
+    """A few hundred bytes of nested YAML aliases (10^9 values), a file of megabytes, a grid of
+    10^8 points, thousands of seeds, a point whose folder name passes the file system's limit:
+    each refused with its limit named, within a second, instead of a hang."""
+    import time  # here: only this test times a refusal
+
+    from fashion_cnn.config.validation import load_config
+
+    laughs = tmp_path / "laughs.yaml"
+    laughs.write_text(BILLION_LAUGHS)
+    started = time.monotonic()
+    with pytest.raises(UserError, match="expands to more than 100,000 values"):
+        load_config([REPO / "config.yaml", laughs], [])
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# padding\n" * 200_000)
+    with pytest.raises(UserError, match="more than the 1,000,000 a config may have"):
+        read_config_file(huge)
+    cases = [
+        (
+            lambda c: c.update(sweeps={"s": {"experiment": "cnn_baseline", "grid": {"epochs": list(range(1, 10001)), "batch_size": list(range(1, 10001))}}}),
+            "makes 100,000,000 points",
+        ),
+        (lambda c: c["experiments"]["cnn_baseline"].update(seeds=list(range(10_000))), "seeds has 10,000 values, more than the 100 allowed"),
+        (lambda c: c.update(sweeps={"s": {"experiment": "cnn_baseline", "grid": {"weights": ["w" * 300 + ".pth"]}}}), "more than the 255 a file system allows"),
+    ]  # fmt: skip
+    for change, expected in cases:
+        config = _raw()
+        change(config)
+        assert expected in _error(config)
+    assert time.monotonic() - started < 30

@@ -25,10 +25,33 @@ from fashion_cnn.config.schema import (
 from fashion_cnn.config.sweeps import (
     NOT_SWEPT,
     SWEEPS_FOLDER,
+    format_value,
     point_settings,
     sweep_points,
 )
 from fashion_cnn.core.errors import UserError
+
+MAX_VALUES = 100_000  # this project's config.yaml has about a thousand
+
+
+def check_size(config: Any) -> None:
+    """Count the config's values before anything walks it recursively: YAML aliases nested a
+    few deep (a "billion laughs") make a tiny file expand to billions of values, and every walk
+    of them would hang with no output."""
+    seen, stack = 0, [config]
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise UserError(
+                f"Config error: the configuration expands to more than {MAX_VALUES:,} values "
+                "(YAML anchors and aliases nested in each other multiply them). Write the "
+                "values out, or use fewer aliases. " + FIX
+            )
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def check_finite(instance: Any, path: tuple = ()) -> None:
@@ -226,6 +249,33 @@ def _check_model_fits(experiment: dict, key: KeyName) -> None:
         )
 
 
+# Bounds on work: a config that expands past these is a mistake (or an attack), not a study.
+MAX_POINTS = 1000  # a sweep's grid points (each trains every seed)
+MAX_NAME_BYTES = 255  # a file name on every common file system
+
+
+def _check_bounds(where: str, sweep: dict) -> None:
+    """The grid's size before it is expanded, and each point folder's name length."""
+    points = 1
+    for values in sweep["grid"].values():
+        points *= len(values)
+    if points > MAX_POINTS:
+        raise UserError(
+            f"Config error: {where}.grid makes {points:,} points (the product of its lists' "
+            f"lengths), more than the {MAX_POINTS:,} a sweep may have: every point trains every "
+            "seed. Sweep fewer values, or split it into sweeps of their own. " + FIX
+        )
+    for key, values in sweep["grid"].items():
+        for value in values:
+            name = f"{key}={format_value(value)}"
+            if len(name.encode()) > MAX_NAME_BYTES:
+                raise UserError(
+                    f"Config error: {where}.grid.{key} has a value whose folder name "
+                    f"({name[:40]}...) is {len(name.encode())} bytes, more than the "
+                    f"{MAX_NAME_BYTES} a file system allows in a name. Give a shorter value. " + FIX
+                )
+
+
 def _check_sweeps(config: dict) -> None:
     """Every sweep names an experiment, sweeps keys an experiment has, and gives each key values
     that key accepts (checked with the experiment schema, as in an experiment); its points have
@@ -242,6 +292,7 @@ def _check_sweeps(config: dict) -> None:
                 f"under experiments.{suggestion} Defined experiments: "
                 f"{', '.join(sorted(experiments))}. " + FIX
             )
+        _check_bounds(where, sweep)
         _check_grid(where, sweep, experiments[base], validator)
         _check_point_folders(where, sweep_points(name, sweep))
         for point in sweep_points(name, sweep):

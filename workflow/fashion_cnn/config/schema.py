@@ -213,6 +213,10 @@ _MESSAGES = {
     "minItems": _template(
         "Config error: {where} = {value} has too few values; give at least {limit}{hint}."
     ),
+    "maxItems": lambda error, where, value, hint: (
+        f"Config error: {where} has {len(cast(list, error.instance)):,} values, more than the "
+        f"{error.validator_value} allowed{hint}."
+    ),
     "uniqueItems": _template(
         "Config error: {where} = {value} lists a value twice; list each once{hint}."
     ),

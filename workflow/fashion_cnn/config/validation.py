@@ -16,7 +16,7 @@ import os
 import jsonschema
 import yaml
 
-from fashion_cnn.config.checks import check_consistency, check_finite
+from fashion_cnn.config.checks import check_consistency, check_finite, check_size
 from fashion_cnn.config.schema import (
     FIX,
     Validator,
@@ -32,10 +32,19 @@ from fashion_cnn.config.sweeps import (
 )
 from fashion_cnn.core.errors import UserError
 
+MAX_CONFIG_BYTES = 1_000_000
+
 
 def read_config_file(path: str | os.PathLike) -> dict:
     """Read a YAML (or JSON) config file; a syntax error becomes a UserError."""
     try:
+        size = os.path.getsize(path)
+        if size > MAX_CONFIG_BYTES:
+            raise UserError(
+                f"Config file {path} is {size:,} bytes, more than the {MAX_CONFIG_BYTES:,} a config "
+                "may have (this project's own is a few kilobytes). Check that it is the file you "
+                "meant."
+            )
         with open(path) as handle:
             data = yaml.safe_load(handle)
     except FileNotFoundError as error:
@@ -76,6 +85,7 @@ def validate_config(config: dict) -> dict:
     if not isinstance(config, dict):
         raise UserError("Config error: the configuration must be a mapping of keys.")
     schema = load_schema()
+    check_size(config)
     check_finite(config)
     fill_defaults(config, schema)
     validator = Validator(schema)
