@@ -270,6 +270,7 @@ def fake_point_metrics(run: str, values: dict, accuracies: list[float]) -> dict:
         "experiment": run,
         "config": dict(values),
         "seeds": [1, 2, 3][: len(accuracies)],
+        "test_accuracy": describe(accuracies)["mean"],
         "test_accuracy_over_seeds": describe(accuracies),
     }
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from fashion_cnn.core.files import read_json, write_csv, write_text
+from fashion_cnn.core.files import write_csv, write_text
+from fashion_cnn.results.reading import read_metrics
 from fashion_cnn.results.stats import percent
 from fashion_cnn.results.tables import html_page, markdown_table
 
@@ -116,7 +117,7 @@ def write_comparisons(
 ) -> list[dict]:
     """Compare every pair (a, b) from the experiments' aggregate metrics.json files; write the
     table as CSV, Markdown and HTML (``outputs`` keys: csv, markdown, html)."""
-    metrics = {name: read_json(path) for name, path in metrics_paths.items()}
+    metrics = {name: read_metrics(path, over_seeds=True) for name, path in metrics_paths.items()}
     rows = [compare(metrics[a], metrics[b]) for a, b in pairs]
     write_csv(outputs["csv"], COLUMNS, [[row[column] for column in COLUMNS] for row in rows])
     shown = [_display(row) for row in rows]

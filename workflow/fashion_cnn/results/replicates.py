@@ -14,8 +14,9 @@ import numpy as np
 
 from fashion_cnn import CLASS_NAMES
 from fashion_cnn.core.errors import UserError
-from fashion_cnn.core.files import read_json, write_csv, write_json, write_text
+from fashion_cnn.core.files import write_csv, write_json, write_text
 from fashion_cnn.evaluation.plots import plot_confusion_matrix, plot_history
+from fashion_cnn.results.reading import read_metrics
 from fashion_cnn.results.stats import describe, percent_with_spread
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def aggregate_seeds(
     """Write the experiment's metrics.json, per_seed.csv, training curves, the representative
     seed's confusion matrix and model summary (``outputs`` keys: metrics, per_seed, curves,
     confusion_png, model_summary)."""
-    per_seed = [read_json(path) for path in metrics_paths]
+    per_seed = [read_metrics(path) for path in metrics_paths]
     aggregate = aggregate_metrics(per_seed)
     name = aggregate["experiment"]
     write_csv(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fashion_cnn.core.files import read_json, write_csv, write_text
 from fashion_cnn.core.text import FALLBACK_SOURCE, fallback_mark, format_duration
+from fashion_cnn.results.reading import read_metrics
 from fashion_cnn.results.stats import percent, percent_with_spread
 from fashion_cnn.results.tables import html_page, markdown_table
 
@@ -38,7 +39,7 @@ COLUMNS = [
 def summary_rows(metrics_paths: list[Path], onnx_paths: list[Path]) -> list[dict]:
     rows = []
     for metrics_path, onnx_path in zip(metrics_paths, onnx_paths, strict=True):
-        metrics, onnx = read_json(metrics_path), read_json(onnx_path)
+        metrics, onnx = read_metrics(metrics_path, over_seeds=True), read_json(onnx_path)
         training = metrics["training"]
         over_seeds = metrics["test_accuracy_over_seeds"]
         interval = over_seeds["ci95"] or [None, None]

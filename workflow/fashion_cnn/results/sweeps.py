@@ -8,9 +8,10 @@ from pathlib import Path
 
 from fashion_cnn.config.sweeps import format_value
 from fashion_cnn.core.errors import UserError
-from fashion_cnn.core.files import read_json, write_csv, write_text
+from fashion_cnn.core.files import write_csv, write_text
 from fashion_cnn.evaluation.plots import plot_sweep
 from fashion_cnn.results.comparisons import compare
+from fashion_cnn.results.reading import read_metrics
 from fashion_cnn.results.stats import percent, percent_with_spread
 from fashion_cnn.results.tables import html_page, markdown_table
 
@@ -88,7 +89,7 @@ def _read_points(points: list[dict], metrics_paths: list[Path]) -> list[dict]:
             f"summarize-sweep: {len(points)} points but {len(metrics_paths)} --metrics files; "
             "pass one aggregate metrics.json per point, in the sweep's order."
         )
-    metrics = [read_json(path) for path in metrics_paths]
+    metrics = [read_metrics(path, over_seeds=True) for path in metrics_paths]
     for point, data, path in zip(points, metrics, metrics_paths, strict=True):
         stale = {
             key: data["config"].get(key)
