@@ -67,10 +67,10 @@ def read_metrics(path: str | Path, over_seeds: bool = False) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise _refuse(path, f"it cannot be read as JSON ({error})") from None
     schema = OVER_SEEDS if over_seeds else SEED_METRICS
-    error = jsonschema.exceptions.best_match(Validator(schema).iter_errors(data))
-    if error is not None:
-        where = ".".join(str(part) for part in error.absolute_path) or "the file"
-        raise _refuse(path, f"{where}: {error.message}")
+    wrong = jsonschema.exceptions.best_match(Validator(schema).iter_errors(data))
+    if wrong is not None:
+        where = ".".join(str(part) for part in wrong.absolute_path) or "the file"
+        raise _refuse(path, f"{where}: {wrong.message}")
     if over_seeds:
         _check_spread(path, data)
     checked: dict[str, Any] = data
