@@ -19,7 +19,7 @@ IMAGE ?= containers/fashion-cnn_0.1.0.sif
 CUDA ?= 13.0
 APPTAINER ?= apptainer
 
-.PHONY: setup setup-test run quick check-config report test test-fast lint rulegraph benchmark image choices docs
+.PHONY: setup setup-test run quick check-config report test test-fast fuzz lint rulegraph benchmark image choices docs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -74,6 +74,11 @@ test: setup-test
 # that train or run Snakemake in a subprocess, so neither Chromium nor SLURM is installed for it.
 test-fast: setup
 	$(PY) -m pytest -m "not workflow and not slurm and not slow" $(PYTEST_ARGS)
+
+# The config fuzzer with many more examples than `make test` runs (tests/test_fuzz_config.py).
+FUZZ_EXAMPLES ?= 20000
+fuzz: setup
+	FUZZ_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz_config.py $(PYTEST_ARGS)
 
 # Training and inference speed, the chapter's loop vs the engine (docs/benchmarks.md).
 BENCHMARK_ARGS ?= --switches fp32 channels_last channels_last+bf16
