@@ -97,3 +97,27 @@ def test_a_retry_of_a_mistake_says_in_its_first_line_that_no_retry_mends_it(tmp_
     assert "epochs" in second
     assert "Not mended by a retry" not in third  # another mistake: no claim about it
     assert [h.split(":")[0] for h in _headers(log.read_text())][-1] == f"{HEADER} 3"
+
+
+def test_the_cluster_logs_of_failed_jobs_are_gathered_for_the_terminal(tmp_path):
+    """What the workflow's onerror prints on a cluster: the end of each SLURM log written during
+    this run that reports an error (a job that failed before its rule's command ran leaves its
+    reason there alone); an older log, and one without an error, stay out."""
+    import time  # here: only this test sets file times
+
+    from fashion_cnn.config.site import cluster_failures
+
+    folder = tmp_path / "slurm_logs" / "rule_prepare_data"
+    folder.mkdir(parents=True)
+    started = time.time()
+    (folder / "7.log").write_text("host\n" * 30 + "Fatal Python error: init_fs_encoding\n")
+    (folder / "8.log").write_text("Finished jobid: 0\n")
+    old = folder / "6.log"
+    old.write_text("an error of an earlier run\n")
+    os.utime(old, (started - 3600, started - 3600))
+    report = cluster_failures(tmp_path / "slurm_logs", started)
+    assert report.startswith("The cluster's own log of 1 failed job(s)")
+    assert "7.log" in report and "Fatal Python error" in report
+    assert "8.log" not in report and "6.log" not in report
+    assert len(report.splitlines()) == 2 + 15  # the header, the path, the last 15 lines
+    assert cluster_failures(tmp_path / "nothing", started) == ""

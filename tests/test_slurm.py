@@ -235,6 +235,8 @@ def test_a_job_given_a_gpu_it_cannot_use_stops_at_once(cluster, tmp_path, reques
     assert "This job asked for a GPU" in message and "finds no CUDA device" in message
     assert "no NVIDIA driver is loaded here" in message
     assert "This job asked for a GPU" in flat(output)  # shown on the terminal, not only in the log
+    # and the SLURM log's end too (a job that failed before its command ran has no other)
+    assert "The cluster's own log of" in output and "slurm_logs/rule_train_model" in output
     assert_no_traceback(log)
     if retries:
         last = log.split("===== attempt 2")[1]

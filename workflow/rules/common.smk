@@ -1,6 +1,7 @@
 import re
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
@@ -24,6 +25,7 @@ from fashion_cnn import AUGMENTATION_FIGURES  # noqa: E402
 from fashion_cnn.config.choices import models_with  # noqa: E402
 from fashion_cnn.config.site import (  # noqa: E402
     check_container_image,
+    cluster_failures,
     check_gpu_for_local_jobs,
     check_signal_lead,
     visible_gpus,
@@ -47,6 +49,18 @@ try:
         check_old_point_folders(config, Path(config["results"]))
 except UserError as error:
     sys.exit(error.paragraph())
+
+
+STARTED = time.time()
+
+
+# A cluster job that failed before its rule's command ran (sbatch could not start it, the
+# Snakemake inside it stopped) wrote its reason only to its SLURM log: show that on the terminal.
+onerror:
+    if not workflow.local_exec:
+        report = cluster_failures(Path(".snakemake") / "slurm_logs", STARTED)
+        if report:
+            print(report, file=sys.stderr)
 
 
 # Runs after the DAG is built and before any job, so before Snakemake removes the outputs of a

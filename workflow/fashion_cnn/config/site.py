@@ -119,3 +119,30 @@ def check_signal_lead(rule: str, runtime_min: object, slurm_extra: object) -> No
         f"(--set-resources {rule}:runtime=<minutes>, at least {seconds // 60 + 2}), or shorten "
         "the lead in the profile's slurm_extra (--signal=TERM@<seconds>). Nothing was submitted."
     )
+
+
+FAILURE_WORDS = re.compile(r"error|traceback|exception|killed|cancelled", re.IGNORECASE)
+
+
+def cluster_failures(folder: Path, since: float, lines: int = 15, most: int = 5) -> str:
+    """The end of every SLURM log under ``folder`` written since ``since`` that reports an error:
+    a job that failed before its rule's command ran (a node that cannot start it, a Snakemake
+    inside the job that stops) leaves its reason there alone, where the user would not look."""
+    found = []
+    for path in sorted(folder.rglob("*.log")) if folder.is_dir() else []:
+        try:
+            if path.stat().st_mtime < since:
+                continue
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        if FAILURE_WORDS.search(text):
+            tail = "\n".join(f"    {line}" for line in text.splitlines()[-lines:])
+            found.append(f"{path}:\n{tail}")
+    if not found:
+        return ""
+    shown = found[-most:]
+    return (
+        f"The cluster's own log of {len(found)} failed job(s) (the last {len(shown)} shown; a job "
+        "that failed before its rule's command ran has no other):\n" + "\n".join(shown)
+    )
