@@ -468,7 +468,7 @@ def _train_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--name",
         help="the run's name in its checkpoint and metrics (default: --experiment); a sweep's "
-        "point is named sweeps/<sweep>/<key>=<value>,...",
+        "point is named sweeps/<sweep>/<key>=<value>/<key>=<value>/...",
     )
 
 
