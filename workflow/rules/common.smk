@@ -174,8 +174,8 @@ def get_gpu_flag(wildcards, resources):
 
 
 # What trains over seeds: every experiment, and every point of every sweep (a run named
-# sweeps/<sweep>/<key>=<value>/<key>=<value>/..., which is also its folder). The `experiment` wildcard matches
-# only these names (so results/data/... is no experiment).
+# sweeps/<sweep>/<key>=<value>/<key>=<value>/..., which is also its folder). The `experiment`
+# wildcard matches only these names (so results/data/... is no experiment).
 RUNS = all_runs(config)
 RUN_NAMES = "|".join(re.escape(name) for name in sorted(RUNS))
 SWEEP_NAMES = "|".join(sorted(config["sweeps"])) or "(?!)"
@@ -347,7 +347,7 @@ def get_downloads():
     """
     running = set(config["run_experiments"]) | {
         run
-        for run, spec in RUNS.items()
+        for run in RUNS
         if any(run.startswith(f"sweeps/{sweep}/") for sweep in config["run_sweeps"])
     }
     models = sorted(
