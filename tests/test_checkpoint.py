@@ -64,6 +64,22 @@ def test_corrupt_checkpoint_is_named(tmp_path, content):
         load_checkpoint(path)
 
 
+def test_a_folder_or_a_plain_pickle_is_named_for_what_it_is(tmp_path):
+    """The right reason: a folder given as the checkpoint is "a folder", not "missing"; a plain
+    pickle.dump file is "a plain Python pickle", not "corrupt" (and is still never unpickled)."""
+    import pickle  # here: only this test writes a plain pickle
+
+    with pytest.raises(UserError, match="is a folder, not a file"):
+        load_checkpoint(tmp_path)
+    path = tmp_path / "weights.pkl"
+    path.write_bytes(pickle.dumps({"conv.weight": [[0.1, 0.2]]}, protocol=4))
+    with pytest.raises(UserError, match="is a plain Python pickle, not a file torch.save writes"):
+        load_file(path)
+    legacy = tmp_path / "legacy.pt"  # torch.save's old format is a pickle too, and still loads
+    torch.save({"w": torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_file(legacy)["w"], torch.ones(2))
+
+
 def test_truncated_real_checkpoint_is_named(tmp_path):
     path = tmp_path / "model.pt"
     torch.save({"weights": torch.zeros(1000, 100)}, path)

@@ -432,3 +432,13 @@ def test_work_without_bounds_is_refused_at_once(tmp_path):
         change(config)
         assert expected in _error(config)
     assert time.monotonic() - started < 30
+
+
+def test_fixmatch_with_no_image_left_unlabelled_is_refused_for_that_reason():
+    """The right reason: `unlabelled_images: all` with every training image labelled or held
+    out leaves nothing to use without labels; refused when the config is read, not blamed on
+    the learning rate later."""
+    config = _raw()
+    config["experiments"]["cnn_500_fixmatch"].update(train_subset=55_000, validation_images=5_000)
+    message = _error(config)
+    assert "unlabelled_images = all" in message and "leaves none of the 60,000" in message

@@ -66,6 +66,24 @@ def test_parse_idx_refuses_wrong_magic():
         parse_idx(bytes(data), "x.idx")
 
 
+def test_an_images_file_with_a_labels_files_magic_is_named_as_such():
+    """The right reason: the file's header says labels (one dimension) where images belong,
+    so the files were swapped or renamed; not "longer than its header says"."""
+    labels_header = bytearray(idx_bytes(np.zeros(5, dtype=np.uint8)))
+    with pytest.raises(
+        UserError, match="magic number of a labels file .* where an images file belongs"
+    ):
+        parse_idx(
+            bytes(labels_header) + bytes(28 * 28 * 5), "train-images-idx3-ubyte", dimensions=3
+        )
+    images = idx_bytes(np.zeros((2, 28, 28), dtype=np.uint8))
+    with pytest.raises(
+        UserError, match="magic number of an images file .* where a labels file belongs"
+    ):
+        parse_idx(images, "train-labels-idx1-ubyte", dimensions=1)
+    assert parse_idx(images, "x", dimensions=3).shape == (2, 28, 28)
+
+
 @pytest.mark.parametrize("keep", [2, 6, -20], ids=["no header", "half a header", "short payload"])
 def test_parse_idx_refuses_truncated_data(keep):
     data = idx_bytes(np.ones((2, 3, 3), dtype=np.uint8))

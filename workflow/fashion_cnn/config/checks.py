@@ -171,6 +171,14 @@ def _check_image_counts(where: str, experiment: dict, key: KeyName) -> int:
             "training image labelled), so no image is left to use without its label. Set "
             "train_subset to the number of labelled images (e.g. 500)."
         )
+    if experiment["unlabelled_images"] == "all" and experiment["train_subset"] and unlabelled < 1:
+        raise UserError(
+            f"Config error: {key('unlabelled_images')} = all, but the first "
+            f"{experiment['train_subset']} images are labelled and the last {held_out} held out, "
+            f"which leaves none of the {TRAINING_IMAGES:,} training images to use without its "
+            "label: the run would not be semi-supervised at all. Make train_subset (plus "
+            "validation_images) smaller, or remove unlabelled_images."
+        )
     if unlabelled and experiment["train_subset"] + unlabelled + held_out > TRAINING_IMAGES:
         raise UserError(
             f"Config error: {where} uses the first {experiment['train_subset']} images with their "

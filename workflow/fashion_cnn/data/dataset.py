@@ -200,8 +200,9 @@ def download_dataset(mirrors: list[str], folder: Path, timeout_s: float) -> list
 # ----------------------------------------------------------------------------- IDX parsing
 
 
-def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
-    """Parse IDX bytes (magic 0x00000800 + ndim, big-endian sizes, unsigned bytes)."""
+def parse_idx(data: bytes, name: str = "IDX data", dimensions: int | None = None) -> np.ndarray:
+    """Parse IDX bytes (magic 0x00000800 + ndim, big-endian sizes, unsigned bytes);
+    ``dimensions``: the number the file must have (1 for labels, 3 for images)."""
     fix = "Delete the file and rerun the download_data rule to fetch a fresh copy."
     if len(data) < 4:
         raise UserError(
@@ -212,6 +213,14 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
         raise UserError(
             f"{name} has the wrong IDX magic number 0x{data[:4].hex()} (expected 0x0000080N: "
             f"unsigned bytes, N dimensions); it is not a Fashion-MNIST IDX file. {fix}"
+        )
+    if dimensions is not None and ndim != dimensions:
+        kinds = {1: "a labels file", 3: "an images file"}
+        raise UserError(
+            f"{name} has the IDX magic number of {kinds.get(ndim, f'{ndim}-dimensional data')} "
+            f"(0x{data[:4].hex()}) where {kinds.get(dimensions, 'another file')} belongs "
+            f"(0x000008{dimensions:02x}): the images and labels files were swapped or renamed. "
+            f"{fix}"
         )
     header = 4 + 4 * ndim
     if len(data) < header:
@@ -237,7 +246,7 @@ def read_idx_gz(path: Path, item: IdxFile) -> np.ndarray:
         raise UserError(
             f"{path} is not a valid gzip file ({error}). Delete it and rerun download_data."
         ) from error
-    array = parse_idx(data, str(path))
+    array = parse_idx(data, str(path), dimensions=1 + len(item.shape))
     expected = (item.count, *item.shape)
     if array.shape != expected:
         raise UserError(

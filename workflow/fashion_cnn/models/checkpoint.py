@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import jsonschema
@@ -53,17 +54,38 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     write_bytes(path, buffer.getbuffer())
 
 
+def _plain_pickle(path: Path) -> bool:
+    """pickle.dump's output (protocol 2 or later) rather than torch.save's zip archive."""
+    with path.open("rb") as handle:
+        return handle.read(1) == b"\x80"
+
+
 def load_file(path: str | Path, what: str = "checkpoint") -> dict:
     """torch.load with weights_only=True; every failure becomes a UserError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(
+            f"The {what} {path} is a folder, not a file. Give the path of the file itself (a "
+            "run's checkpoint is results/<experiment>/seed-<n>/model.pt)."
+        )
     if not path.is_file():
         raise UserError(
             f"The {what} {path} does not exist. Check the path, or rerun the step that makes it."
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # a plain pickle's protocol draws torch's warning before the paragraph below says it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         globals_line = [line for line in str(error).splitlines() if "GLOBAL" in line]
+        if not globals_line and _plain_pickle(path):
+            raise UserError(
+                f"The {what} {path} is a plain Python pickle, not a file torch.save writes (a zip "
+                "archive). It was not loaded: unpickling can run code, and weights are read only "
+                "from torch.save's format. Save the weights with torch.save(model.state_dict(), "
+                "path), or give a checkpoint written by fashion-cnn."
+            ) from error
         if not globals_line:  # not a pickle of objects at all: garbage or a broken file
             raise UserError(
                 f"The {what} {path} is corrupt or not a PyTorch file (it does not unpickle). "
