@@ -152,12 +152,13 @@ def check_old_point_folders(config: dict, results: Path) -> None:
     points = {old.name for old, _ in moves}
     raise UserError(
         f"{len(points)} sweep point(s) under {results} ({len(moves)} folders: results, logs, run "
-        "times) are in folders named the "
-        f"way earlier versions named them ({moves[0][0].name}): a point's folder is now one level "
-        f"per key ({moves[0][1].relative_to(moves[0][0].parent)}), because Snakemake's cluster "
-        "jobs cannot carry a comma in a wildcard. Move them, with their logs and run times, by the commands below "
-        "(the models, histories and metrics stay valid where they land; only the name recorded "
-        "in them as a label keeps the comma), then run Snakemake again. Nothing was run.",
+        f"times) are in folders named the way earlier versions named them ({moves[0][0].name}): "
+        f"a point's folder is now one level per key "
+        f"({moves[0][1].relative_to(moves[0][0].parent)}), because Snakemake's cluster jobs "
+        "cannot carry a comma in a wildcard. Move them, with their logs and run times, by the "
+        "commands below (the models, histories and metrics stay valid where they land; only the "
+        "name recorded in them as a label keeps the comma), then run Snakemake again. Nothing "
+        "was run.",
         commands=tuple(
             f"mkdir -p {shlex.quote(str(new.parent))} && mv {shlex.quote(str(old))} "
             f"{shlex.quote(str(new))}"

@@ -66,10 +66,10 @@ class OnePixelConv2d(nn.Conv2d):
     stage at 28x28: 3x3 kernels, padding 1, on 1x1 maps, and the stride-2 one on 2x2 maps), the
     convolution is ``input (N, C*H*W) @ the taps that see the input (C*H*W, C_out)``; the other
     taps see only zero padding, so they add nothing and their gradient is exactly zero, as in the
-    convolution. Same arithmetic, other order: oneDNN's convolution backward reaches a tenth of the matrix
-    product's rate on these shapes (docs/results/notebook.md, "ResNet-18 on this CPU: where the
-    time went"). Any other
-    input goes through the convolution. The weights and state_dict are the Conv2d's.
+    convolution. Same arithmetic, other order: oneDNN's convolution backward reaches a tenth of
+    the matrix product's rate on these shapes (docs/results/notebook.md, "ResNet-18 on this CPU:
+    where the time went"). Any other input goes through the convolution. The weights and
+    state_dict are the Conv2d's.
     """
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,11 @@ GENERATED = (
 )
 
 
+def _anchor(name: str) -> str:
+    """The anchor of a record's section: its heading is its name, and GitHub drops the dots."""
+    return name.replace(".", "")
+
+
 def _accuracy_cells(record: dict[str, Any]) -> list[str]:
     accuracy = record["accuracy"]
     low_high = accuracy["ci95"]
@@ -51,7 +56,7 @@ def _difference_cells(record: dict[str, Any]) -> list[str]:
 def _row(record: dict[str, Any]) -> list[str]:
     cells = _accuracy_cells(record) if record["kind"] == "accuracy" else _difference_cells(record)
     return [
-        f"[{record['title']}](#{record['name'].replace('.', '')})",
+        f"[{record['title']}](#{_anchor(record['name'])})",
         *cells,
         record.get("reference", "—"),
         _machine_text(record),
@@ -92,7 +97,7 @@ def _speed_row(record: dict[str, Any]) -> list[str]:
     speed = record["speed"]
     engine, chapter = statistics.median(speed["engine"]), statistics.median(speed["chapter"])
     return [
-        f"[{record['title']}](#{record['name'].replace('.', '')})",
+        f"[{record['title']}](#{_anchor(record['name'])})",
         f"**{engine:,.0f}** (n={len(speed['engine'])})",
         f"{chapter:,.0f} (n={len(speed['chapter'])})",
         f"**{engine / chapter:.2f}x**",
@@ -108,7 +113,7 @@ def _duration_row(record: dict[str, Any]) -> list[str]:
     seconds = record["duration"]["seconds"]
     runs = " / ".join(format_duration(value) for value in seconds)
     return [
-        f"[{record['title']}](#{record['name'].replace('.', '')})",
+        f"[{record['title']}](#{_anchor(record['name'])})",
         f"**{format_duration(statistics.median(seconds))}** (n={len(seconds)})",
         runs,
         _machine_text(record),
@@ -140,8 +145,7 @@ def _figure_of(name: str, records: dict[str, dict[str, Any]], where: str) -> str
             f"'{name}' in docs/ledger/. Name an accuracy record, or write the figure's record "
             "first."
         )
-    anchor = name.replace(".", "")
-    return f"[{percent_with_spread(record['accuracy'])}]({record['question']}.md#{anchor})"
+    return f"[{percent_with_spread(record['accuracy'])}]({record['question']}.md#{_anchor(name)})"
 
 
 def _notebook_section(record: dict[str, Any], records: dict[str, dict[str, Any]]) -> list[str]:
@@ -157,9 +161,7 @@ def _notebook_section(record: dict[str, Any], records: dict[str, dict[str, Any]]
 
 
 def render_page(
-    question: str,
-    records: list[dict[str, Any]],
-    everything: dict[str, dict[str, Any]] | None = None,
+    question: str, records: list[dict[str, Any]], everything: dict[str, dict[str, Any]]
 ) -> str:
     """One results page: the table of its records, then how each was measured (``everything``:
     every record by name, for the figures a notebook section shows)."""
@@ -182,7 +184,7 @@ def render_page(
         lines += ["", markdown_table(DURATION_HEADER, rows).rstrip()]
     for record in records:
         if record["kind"] == "notebook":
-            lines += _notebook_section(record, everything or {})
+            lines += _notebook_section(record, everything)
             continue
         lines += ["", f"## {record['name']}", "", f"**{record['title']}**", ""]
         lines += [f"- {line}" for line in _provenance_lines(record)]
@@ -216,7 +218,7 @@ def render_readme_block(records: list[dict[str, Any]]) -> str:
             continue
         row = _row(record)
         row[0] = (
-            f"[{record['title']}](docs/results/{record['question']}.md#{record['name'].replace('.', '')})"
+            f"[{record['title']}](docs/results/{record['question']}.md#{_anchor(record['name'])})"
         )
         rows.append(row)
     table = markdown_table([*HEADER, "machine"], rows)
