@@ -76,9 +76,14 @@ test-fast: setup
 	$(PY) -m pytest -m "not workflow and not slurm and not slow" $(PYTEST_ARGS)
 
 # The config fuzzer with many more examples than `make test` runs (tests/test_fuzz_config.py).
+# FUZZ_EXAMPLES mutated configs validated, FUZZ_JOB_EXAMPLES engine and run choices checked
+# against a training job's own decisions, FUZZ_DRY_RUNS mutated config files through Snakemake.
 FUZZ_EXAMPLES ?= 20000
+FUZZ_JOB_EXAMPLES ?= 3000
+FUZZ_DRY_RUNS ?= 200
 fuzz: setup
-	FUZZ_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz_config.py $(PYTEST_ARGS)
+	FUZZ_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_JOB_EXAMPLES=$(FUZZ_JOB_EXAMPLES) \
+	FUZZ_DRY_RUNS=$(FUZZ_DRY_RUNS) $(PY) -m pytest tests/test_fuzz_config.py $(PYTEST_ARGS)
 
 # Training and inference speed, the chapter's loop vs the engine (docs/benchmarks.md).
 BENCHMARK_ARGS ?= --switches fp32 channels_last channels_last+bf16

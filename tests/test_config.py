@@ -182,6 +182,54 @@ def test_conflicting_options_are_caught(experiment, expected):
     assert expected in _error(config)
 
 
+ENGINE_CONFLICTS = [  # engine, the run, a change to it, what the paragraph names
+    ({"cuda_graph": True, "device": "auto"}, "cnn_baseline", {}, "engine.device is auto"),
+    ({"cuda_graph": True, "device": "cpu"}, "cnn_baseline", {}, "engine.device is cpu"),
+    ({"cuda_graph": True, "device": "cuda", "compile": True}, "cnn_baseline", {}, "compile is"),
+    ({"cuda_graph": True, "device": "cuda"}, "cnn_frontier", {}, "lr_schedule onecycle"),
+    ({"cuda_graph": True, "device": "cuda:0"}, "cnn_baseline", {"optimizer": "sgd"}, "sgd"),
+    ({"data_pipeline": "dataloader"}, "cnn_500_fixmatch", {}, "steps_per_epoch is 8"),
+    (
+        {"data_pipeline": "dataloader"},
+        "cnn_500_fixmatch",
+        {"steps_per_epoch": 0},
+        "unlabelled_images is all",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("engine", "experiment", "changes", "expected"),
+    ENGINE_CONFLICTS,
+    ids=[f"{'+'.join(map(str, e.values()))} for {x}{c or ''}" for e, x, c, _ in ENGINE_CONFLICTS],
+)
+def test_an_engine_setting_a_run_would_refuse_is_refused_with_the_config(
+    engine, experiment, changes, expected
+):
+    """Before any job: a training job refuses these too, but only after Snakemake has removed
+    the run's finished outputs to make room for new ones (issue 31, class 3). Only the runs
+    the config trains are held to it."""
+    config = _raw()
+    config["engine"].update(engine)
+    config["experiments"][experiment].update(changes)
+    config["run_experiments"], config["comparisons"] = [experiment], []
+    message = _error(config)
+    assert f"experiments.{experiment}:" in message and expected in message, message
+    if experiment != "cnn_baseline":  # a conflict with that run alone: not refused unplanned
+        config["run_experiments"] = ["cnn_baseline_softmax"]
+        validate_config(config)
+
+
+def test_an_engine_conflict_in_a_planned_sweep_point_names_the_point():
+    config = _raw()
+    config["engine"]["data_pipeline"] = "dataloader"
+    config["sweeps"]["steps"] = {"experiment": "cnn_baseline", "grid": {"steps_per_epoch": [0, 50]}}
+    config["run_experiments"], config["comparisons"] = ["cnn_baseline_softmax"], []
+    config["run_sweeps"] = ["steps"]
+    message = _error(config)
+    assert "sweeps.steps, point steps_per_epoch=50" in message, message
+
+
 @pytest.mark.slow
 def test_command_line_refuses_bad_json_without_traceback():
     result = cli("check-config", "--config-json", "{not json")

@@ -7,6 +7,7 @@ The disk tests mount small tmpfs file systems, which needs root (CI runs as root
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import random
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from conftest import CONFIGS, REPO, assert_no_traceback, cli, flat, snakemake_argv
 from fashion_cnn.config.site import visible_gpus
 from fashion_cnn.evaluation.evaluate import EvaluationOutputs, evaluate_model
@@ -331,6 +333,87 @@ def test_cuda_asked_for_without_a_gpu_removes_no_finished_output(killed_then_rer
     assert (model.read_bytes(), model.stat().st_mtime_ns) == before
     again = _workstation_run(workdir, str(model.relative_to(workdir)), "--dry-run")
     assert "Nothing to be done" in again.communicate(timeout=300)[0].decode()
+
+
+def _tampered_npz(path: Path) -> None:
+    """The dataset cache with one training pixel changed: a valid npz of the right shapes."""
+    with np.load(path) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    arrays["train_images"][0, 0, 0] ^= 0xFF
+    np.savez(path, **arrays)
+
+
+def _tampered_gzip(path: Path) -> None:
+    """A raw file re-compressed with one byte of its content changed: a valid gzip."""
+    content = bytearray(gzip.decompress(path.read_bytes()))
+    content[-1] ^= 0xFF
+    path.write_bytes(gzip.compress(bytes(content)))
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize(
+    ("edited", "edit", "kept", "reason"),
+    [
+        (
+            "results/data/fashion_mnist.npz",
+            _tampered_npz,
+            "results/cnn_small_plain/seed-42/model.pt",
+            "train_images is not Fashion-MNIST's",
+        ),
+        (
+            "resources/fashion-mnist/t10k-labels-idx1-ubyte.gz",
+            _tampered_gzip,
+            "results/data/fashion_mnist.npz",
+            "is not the published Fashion-MNIST file",
+        ),
+    ],
+    ids=["dataset cache", "raw file"],
+)
+def test_an_edited_input_stops_snakemake_before_it_removes_what_was_made_from_it(
+    killed_then_rerun, edited, edit, kept, reason
+):
+    """An edited file is newer than what was made from it, so Snakemake would rerun those jobs
+    and remove their outputs first; the job would then refuse the file. The check runs before
+    any job (onstart) and stops there: the finished outputs stay as they were."""
+    workdir, code, _, _, _ = killed_then_rerun
+    assert code == 0
+    edited, kept = workdir / edited, workdir / kept
+    original, times = edited.read_bytes(), (edited.stat().st_atime_ns, edited.stat().st_mtime_ns)
+    before = (kept.read_bytes(), kept.stat().st_mtime_ns)
+    edit(edited)
+    try:
+        process = _workstation_run(workdir, "results/cnn_small_plain/seed-42/model.pt")
+        output = flat(process.communicate(timeout=300)[0].decode())
+    finally:
+        edited.write_bytes(original)
+        os.utime(edited, ns=times)
+    assert process.returncode != 0
+    assert reason in output and "Snakemake stopped before any job" in output, output[-3000:]
+    assert_no_traceback(output)
+    assert (kept.read_bytes(), kept.stat().st_mtime_ns) == before
+
+
+@pytest.mark.workflow
+def test_a_weights_file_that_does_not_fit_stops_snakemake_before_it_removes_the_run(
+    killed_then_rerun, tmp_path
+):
+    """`weights:` pointed at a file made for another model: the changed setting makes Snakemake
+    rerun the training (removing its outputs first), and the job would refuse the file. It is
+    loaded into the model before any job (onstart), as the job loads it: nothing is removed."""
+    workdir, code, _, _, _ = killed_then_rerun
+    assert code == 0
+    model = workdir / "results" / "cnn_small_plain" / "seed-42" / "model.pt"
+    before = (model.read_bytes(), model.stat().st_mtime_ns)
+    other = tmp_path / "resnet_weights.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(10, 512)}, other)
+    change = tmp_path / "weights.yaml"
+    change.write_text(f"experiments: {{cnn_small_plain: {{weights: {json.dumps(str(other))}}}}}\n")
+    process = _workstation_run(workdir, str(model.relative_to(workdir)), configfiles=[change])
+    output = flat(process.communicate(timeout=300)[0].decode())
+    assert process.returncode != 0
+    assert "do not fit model 'cnn'" in output and "Snakemake stopped before any job" in output
+    assert_no_traceback(output)
+    assert (model.read_bytes(), model.stat().st_mtime_ns) == before
 
 
 @pytest.mark.slow

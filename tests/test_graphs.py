@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import flat
+from fashion_cnn.config.checks import graph_unsupported as unsupported
 from fashion_cnn.config.validation import default_engine_settings
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.models.architectures.cnn import ChapterCNN
 from fashion_cnn.training.device import Switches
-from fashion_cnn.training.graphs import GraphedStep, unsupported
+from fashion_cnn.training.graphs import GraphedStep
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -1,7 +1,9 @@
+import importlib.util
 import re
 import shlex
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
@@ -36,7 +38,11 @@ from fashion_cnn.config.validation import (  # noqa: E402
 )
 from fashion_cnn.core.errors import UserError  # noqa: E402
 from fashion_cnn.results.stats import percent_with_spread  # noqa: E402
-from fashion_cnn.data.dataset import FILES as RAW_FILES  # noqa: E402
+from fashion_cnn.data.dataset import (  # noqa: E402
+    FILES as RAW_FILES,
+    load_prepared,
+    read_idx_gz,
+)
 from fashion_cnn.config.sweeps import (  # noqa: E402
     all_runs,
     check_old_point_folders,
@@ -64,10 +70,13 @@ onerror:
 
 
 # Runs after the DAG is built and before any job, so before Snakemake removes the outputs of a
-# job it reruns: a GPU asked for and absent must not cost finished results.
+# job it reruns: a GPU asked for and absent, or a changed input file the jobs would refuse, must
+# not cost finished results.
 # On a cluster: no job is submitted with a time limit its early SIGTERM would cut to nothing.
 onstart:
     try:
+        check_kept_inputs(workflow.dag.needrun_jobs())
+        check_weights_files(workflow.dag.needrun_jobs())
         if workflow.local_exec:
             check_gpu_for_local_jobs(config["engine"]["device"])
         else:
@@ -93,6 +102,33 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 RAW_FOLDER = f"{RESOURCES}/fashion-mnist"
 WEIGHTS_FOLDER = f"{RESOURCES}/weights"
 WEIGHTS_STATUS = f"{WEIGHTS_FOLDER}/{{model}}_imagenet.json"  # model: resnet18, vit_b16
+
+# The files a run reads and may not make again, each with the check its reader makes. A changed
+# file makes Snakemake rerun everything made from it, and remove those outputs first; a job that
+# then refused the file would have cost them.
+KEPT_INPUT_CHECKS = {
+    DATA: load_prepared,
+    **{
+        f"{RAW_FOLDER}/{item.filename}": partial(read_idx_gz, item=item)
+        for item in RAW_FILES
+    },
+}
+
+
+def check_kept_inputs(jobs):
+    """Checks (KEPT_INPUT_CHECKS) each file the jobs read that none of them makes again."""
+    jobs = list(jobs)
+    made = {str(path) for job in jobs for path in job.output}
+    read = {str(path) for job in jobs for path in job.input} - made
+    for path in sorted(read & set(KEPT_INPUT_CHECKS)):
+        if Path(path).is_file():
+            try:
+                KEPT_INPUT_CHECKS[path](Path(path))
+            except UserError as error:
+                raise UserError(
+                    f"{error} Snakemake stopped before any job, so nothing made from it was removed."
+                ) from error
+
 
 # Quoting: every value a rule puts on a command line arrives as exactly one argument, whatever
 # it holds (spaces, `;`, `$(...)`, quotes). Rules write every placeholder as {name:q}, which
@@ -339,6 +375,33 @@ def get_weights_input(wildcards):
     if weights != "none":
         return weights
     return []
+
+
+def check_weights_files(jobs):
+    """Each training job's own weights file (weights: a path) loads into its model, checked as
+    the job would check it. It takes torch, so only where the Python running Snakemake has it
+    (not on the container route, whose host may not: there the job finds it)."""
+    runs = sorted(
+        {
+            job.wildcards.experiment
+            for job in jobs
+            if job.rule.name == "train_model"
+            and RUNS[job.wildcards.experiment].settings["weights"]
+            not in ("none", "imagenet")
+        }
+    )
+    if not runs or importlib.util.find_spec("torch") is None:
+        return
+    # torch, in Snakemake's process only when a run starts from a weights file of its own
+    from fashion_cnn.models.weights import check_weights_file
+
+    for run in runs:
+        try:
+            check_weights_file(RUNS[run].settings)
+        except UserError as error:
+            raise UserError(
+                f"{run}: {error} Snakemake stopped before any job, so nothing of {run} was removed."
+            ) from error
 
 
 def get_downloads():

@@ -121,6 +121,7 @@ def check_consistency(config: dict) -> None:
             )
         _check_experiment(f"experiments.{name}", experiment)
     _check_sweeps(config)
+    _check_engine(config)
 
 
 # Folders in results/ that are not experiments.
@@ -255,6 +256,76 @@ def _check_model_fits(experiment: dict, key: KeyName) -> None:
             "pretrained RGB filters, so it needs weights imagenet or a path. Set conv1_init: "
             "random, or give pretrained weights."
         )
+
+
+def graph_unsupported(optimizer: str, lr_schedule: str) -> str | None:
+    """Why a recipe's step cannot be one CUDA graph, or None when it can: the optimizer's and the
+    schedule's registry entries say (``capturable``, ``graph_safe``, through the catalog)."""
+    for kind, name, flag, why in (
+        ("optimizer", optimizer, "capturable", "has no capturable implementation here"),
+        ("lr_schedule", lr_schedule, "graph_safe", "changes more than the learning rate each step"),
+    ):
+        entries = choices.catalog()[kind]
+        if not entries[name][flag]:
+            able = ", ".join(other for other, entry in entries.items() if entry[flag])
+            return f"{kind} {name} {why} (graphs support {able})"
+    return None
+
+
+def _planned_runs(config: dict) -> list[tuple[str, dict]]:
+    """(where, settings) of every run this config trains: run_experiments and run_sweeps' points
+    (a job's own config names its one run there)."""
+    runs = [
+        (f"experiments.{name}", config["experiments"][name]) for name in config["run_experiments"]
+    ]
+    for name in config["run_sweeps"]:
+        for point in sweep_points(name, config["sweeps"][name]):
+            runs.append((f"sweeps.{name}, point {point.folder}", point_settings(config, point)))
+    return runs
+
+
+def _engine_conflict(engine: dict, experiment: dict) -> str | None:
+    """What in ``engine`` one run's training would refuse, or None."""
+    if engine["cuda_graph"] is True:
+        graph = "engine.cuda_graph is true (every full training step one CUDA graph), but"
+        if not engine["device"].startswith("cuda"):
+            return (
+                f"{graph} engine.device is {engine['device']}, so the run may train on a CPU (auto "
+                "falls back to one where no GPU is found). Set engine.device: cuda, or "
+                "cuda_graph: auto (graphs wherever they work)"
+            )
+        if engine["compile"] is True:
+            return (
+                f"{graph} engine.compile is true too (torch.compile's reduce-overhead mode makes "
+                "graphs of its own). Set one of them to auto"
+            )
+        blocker = graph_unsupported(experiment["optimizer"], experiment["lr_schedule"])
+        if blocker:
+            return f"{graph} {blocker}. Set cuda_graph: auto (graphs wherever they work)"
+    if engine["data_pipeline"] == "dataloader":
+        pipeline = "engine.data_pipeline is dataloader (the chapter's DataLoader), which"
+        if experiment["steps_per_epoch"]:
+            return (
+                f"{pipeline} draws no fixed number of steps, but steps_per_epoch is "
+                f"{experiment['steps_per_epoch']}. Set data_pipeline: device, or remove "
+                "steps_per_epoch"
+            )
+        if experiment["unlabelled_images"] and experiment["train_subset"]:
+            return (
+                f"{pipeline} draws no unlabelled images, but unlabelled_images is "
+                f"{experiment['unlabelled_images']}. Set data_pipeline: device, or remove "
+                "unlabelled_images"
+            )
+    return None
+
+
+def _check_engine(config: dict) -> None:
+    """The engine's settings fit every run this config trains. A job would refuse them too, but
+    only after Snakemake had removed that run's finished outputs to make room for the new ones."""
+    for where, experiment in _planned_runs(config):
+        conflict = _engine_conflict(config["engine"], experiment)
+        if conflict:
+            raise UserError(f"Config error: {where}: {conflict}. " + FIX)
 
 
 # Bounds on work: a config that expands past these is a mistake (or an attack), not a study.

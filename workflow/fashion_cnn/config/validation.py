@@ -66,11 +66,17 @@ def read_config_file(path: str | os.PathLike) -> dict:
 
 
 def merge(base: dict, override: dict) -> dict:
-    """Deep-merge ``override`` into a copy of ``base`` (how Snakemake merges config files)."""
+    """Deep-merge ``override`` into a copy of ``base``, as Snakemake merges config files
+    (``snakemake.utils.update_config``): a mapping merges into a mapping and replaces anything
+    else, except an empty one, which leaves what was there."""
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
+        if isinstance(value, dict):
+            current = merged.get(key, {})
+            if value:
+                merged[key] = merge(current if isinstance(current, dict) else {}, value)
+            else:
+                merged[key] = current
         else:
             merged[key] = copy.deepcopy(value)
     return merged

@@ -21,7 +21,7 @@ from fashion_cnn.config.settings import ExperimentSettings
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.files import atomic_path, write_json
 from fashion_cnn.core.text import FALLBACK_SOURCE, fallback_mark
-from fashion_cnn.models.catalog import MODELS
+from fashion_cnn.models.catalog import MODELS, build_model, model_arguments
 from fashion_cnn.models.checkpoint import FORMAT, load_file
 from fashion_cnn.models.safetensors import (
     google_vit_to_torchvision,
@@ -223,3 +223,11 @@ def _conv1_note(experiment: ExperimentSettings) -> str:
 def _conv1_init(experiment: ExperimentSettings) -> str:
     """ResNet-18's conv1_init option; random for a model without it."""
     return experiment.model.options.get("conv1_init", "random")
+
+
+def check_weights_file(settings: dict) -> None:
+    """A run's own weights file (``weights:`` a path) loads into its model, as its training job
+    would load it; a UserError where it does not. For Snakemake to ask before any job."""
+    experiment = ExperimentSettings.from_dict(settings)
+    model = build_model(experiment.model.name, model_arguments(experiment.model))
+    initialise(model, experiment, None, strict=True)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
+from fashion_cnn.config.checks import graph_unsupported
 from fashion_cnn.config.settings import EngineSettings
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.provenance import cpu_name, cpuinfo_field
-from fashion_cnn.training.graphs import unsupported
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ def _graph_blocker(
         return f"the device is {device.type}, not CUDA"
     if compile_model:
         return "torch.compile is on (its reduce-overhead mode makes its own graphs)"
-    return unsupported(optimizer, lr_schedule)
+    return graph_unsupported(optimizer, lr_schedule)
 
 
 def _log_switches(

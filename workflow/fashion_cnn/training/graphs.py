@@ -22,29 +22,9 @@ import logging
 import torch
 from torch import nn
 
-from fashion_cnn.training.optim import OPTIMIZERS, SCHEDULES
-
 log = logging.getLogger(__name__)
 
 WARMUP_STEPS = 3
-
-
-def unsupported(optimizer: str, lr_schedule: str) -> str | None:
-    """Why a recipe's step cannot be one CUDA graph, or None when it can: the optimizer's and the
-    schedule's registry entries say (``capturable``, ``graph_safe``)."""
-    if not OPTIMIZERS.get(optimizer).capturable:
-        able = [name for name in OPTIMIZERS if OPTIMIZERS.get(name).capturable]
-        return (
-            f"optimizer {optimizer} has no capturable implementation here "
-            f"(graphs support {', '.join(able)})"
-        )
-    if not SCHEDULES.get(lr_schedule).graph_safe:
-        able = [name for name in SCHEDULES if SCHEDULES.get(name).graph_safe]
-        return (
-            f"lr_schedule {lr_schedule} changes more than the learning rate each step "
-            f"(graphs support {', '.join(able)})"
-        )
-    return None
 
 
 class GraphedStep:
