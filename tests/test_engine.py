@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -129,7 +130,11 @@ def _train_command(folder: Path, data: Path) -> list[str]:
 
 
 def _run_to_end(folder: Path, data: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(_train_command(folder, data), capture_output=True, text=True, timeout=600)
+    # as a job starts where nobody chose a wait policy (the command line chooses it)
+    environment = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    return subprocess.run(
+        _train_command(folder, data), capture_output=True, text=True, timeout=600, env=environment
+    )
 
 
 def _interrupt(folder: Path, data: Path, how: signal.Signals, after_epoch: int) -> int:
@@ -161,6 +166,10 @@ def uninterrupted(tmp_path_factory, prepared_data) -> Path:
     folder = tmp_path_factory.mktemp("uninterrupted")
     result = _run_to_end(folder, prepared_data)
     assert result.returncode == 0, result.stderr
+    # engine.shared_cores: keep (the default): the job's cores are its own, OpenMP's default policy
+    assert "OpenMP wait policy: OpenMP's default (engine.shared_cores: keep" in flat(
+        (folder / "train.log").read_text()
+    )
     return folder
 
 

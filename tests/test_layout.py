@@ -27,6 +27,7 @@ TORCH_FREE = [
     "fashion_cnn.config.site",
     "fashion_cnn.config.settings",
     "fashion_cnn.config.sweeps",
+    "fashion_cnn.config.waiting",  # runs before torch loads: it decides OpenMP's wait policy
 ]
 
 

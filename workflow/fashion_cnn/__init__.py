@@ -25,5 +25,8 @@ TEST_IMAGES = 10_000
 # The environment the command line started in, before it set anything (``__main__``); None when
 # the package is used as a library.
 USER_ENVIRONMENT: dict[str, str] | None = None
+# Why the command line chose this process's OpenMP wait policy (``config.waiting``); None when the
+# package is used as a library.
+WAIT_POLICY_REASON: str | None = None
 # The chapter's augmentation figures (PNG files, results/data/augmentation/NAME.png), in order.
 AUGMENTATION_FIGURES = ("flip", "random_flips", "random_rotations", "random_resized_crops")

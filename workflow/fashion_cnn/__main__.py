@@ -1,17 +1,21 @@
 import os
+import sys
 
 import fashion_cnn
+from fashion_cnn.config import waiting
 
-# The environment the user's shell gave, before the line below: the benchmark runs the chapter's
+# The environment the user's shell gave, before the lines below: the benchmark runs the chapter's
 # loop in it, as the chapter's readers run their script (tools/benchmark/measure.py).
 fashion_cnn.USER_ENVIRONMENT = dict(os.environ)
 
-# OpenMP threads that find no work wait passively instead of spinning. Set before torch loads its
-# OpenMP runtime, and only where the user has not chosen: on cores shared with other processes,
-# spinning threads took the time slices their partners needed, and a two-thread training job
-# ran at a fraction of its speed (docs/results/notebook.md, "Speed in short"). On quiet cores
-# it costs the engine speed against OpenMP's default policy (docs/results/speed.md has both).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy, chosen before torch loads its OpenMP runtime (which reads it once): a
+# training job whose cores are its own keeps OpenMP's default (idle threads spin a while:
+# faster on quiet cores), one on shared cores, and every short command, makes idle threads sleep
+# at once (spinning beside other processes had cut a job to a tenth of its speed). The choice
+# and its reason are logged (config/waiting.py; measured: docs/results/speed.md).
+policy, fashion_cnn.WAIT_POLICY_REASON = waiting.choose(sys.argv[1:], os.environ)
+if policy is not None:
+    os.environ["OMP_WAIT_POLICY"] = policy
 
 from fashion_cnn.cli import main  # noqa: E402
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import fashion_cnn
 from fashion_cnn.config.settings import EngineSettings, ExperimentSettings, TrainingSettings
 from fashion_cnn.core import provenance
 from fashion_cnn.core.files import write_text
@@ -208,6 +210,11 @@ def _device(job: TrainingJob) -> tuple[torch.device, Switches, int]:
     experiment, engine = job.experiment, job.engine
     threads = set_threads(job.threads)
     log.info("allocator: %s", keep_freed_memory(engine.allocator))
+    log.info(
+        "OpenMP wait policy: %s (%s)",
+        os.environ.get("OMP_WAIT_POLICY", "OpenMP's default"),
+        fashion_cnn.WAIT_POLICY_REASON or "not chosen here: the package is used as a library",
+    )
     device = resolve_device(engine.device)
     if device.type == "cuda":
         # every batch but an epoch's last has one shape: let cuDNN time its algorithms once

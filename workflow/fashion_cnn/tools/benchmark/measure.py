@@ -95,6 +95,7 @@ def machine_description(device: torch.device) -> dict:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "omp_wait_policy_reason": fashion_cnn.WAIT_POLICY_REASON or "the package used as a library",
         "torch": torch.__version__,
         "device": str(device),
     }
