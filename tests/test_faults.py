@@ -170,7 +170,7 @@ def _unlock(workdir: Path) -> None:
     assert unlock.returncode == 0
 
 
-# Ten kills across the workflow: (steps one of which must be running, what is killed, the target
+# Eight kills across the workflow: (steps one of which must be running, what is killed, the target
 # asked for). A job dies within 2 s of starting, before it can finish, so every kill finds its step
 # still to do; the evaluation and export kills ask for their own output alone, so that Snakemake's
 # choice of which job to run first cannot finish one of them before its turn.
@@ -184,8 +184,6 @@ MODEL, METRICS, ONNX = (
 KILL_PLAN = [
     ({"train-model"}, "job", MODEL),
     ({"train-model"}, "snakemake", MODEL),
-    ({"train-model"}, "job", MODEL),
-    ({"train-model"}, "snakemake", MODEL),
     ({"evaluate-model"}, "job", METRICS),
     ({"evaluate-model"}, "snakemake", METRICS),
     ({"export-onnx"}, "job", ONNX),
@@ -197,7 +195,7 @@ KILL_PLAN = [
 
 @pytest.mark.workflow
 def test_sigkill_at_random_moments_then_rerun_completes(tmp_path):
-    """SIGKILL ten times, each at a random moment while a given step runs: either the job itself
+    """SIGKILL eight times, each at a random moment while a given step runs: either the job itself
     (Snakemake sees it fail) or Snakemake with all its jobs (it leaves incomplete files behind).
     After each kill the workflow is rerun with --rerun-incomplete, as a user would. Then the report,
     killed once. Everything ends valid, with no partial files left."""

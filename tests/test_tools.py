@@ -4,6 +4,7 @@ measures with --help. Measuring itself takes minutes and a quiet machine; it is 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ def test_every_tool_is_listed():
     assert [path.name for path in TOOLS] == [
         "adam_on_cpu.py",
         "allocator_faults.py",
+        "chapter_listing.py",
+        "chapter_script_timing.py",
         "model_throughput.py",
         "omp_wait.py",
         "pseudo_label_audit.py",
@@ -68,3 +71,33 @@ def test_the_tool_runs_from_anywhere_and_explains_itself(tool, tmp_path):
     assert result.stdout.startswith("usage:")
     first_line = tool.read_text().split('"""')[1].splitlines()[0].rstrip(".")
     assert first_line[:40] in " ".join(result.stdout.split())
+
+
+@pytest.mark.slow
+def test_the_chapter_script_and_the_engine_are_timed_as_whole_processes(
+    tmp_path, debian_mirror, prepared_data
+):
+    """The second baseline, small: the chapter's listing (torchvision's FashionMNIST from local
+    files, its DataLoader, its loop, the test accuracy it prints each epoch) and the engine's
+    training process, each timed from start to exit; the engine's model then tested."""
+    report_path = tmp_path / "timing.json"
+    environment = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}  # left out of both processes
+    result = subprocess.run(
+        [
+            sys.executable, str(TOOLS[0].parent / "chapter_script_timing.py"),
+            "--raw-folder", str(debian_mirror), "--data", str(prepared_data),
+            "--epochs", "2", "--repeats", "1", "--train-images", "256", "--threads", "1",
+            "--output-json", str(report_path),
+        ],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    (chapter,) = report["chapter_script"]
+    assert [row["epoch"] for row in chapter["epochs"]] == [1, 2]
+    assert all(0 < row["test_accuracy"] <= 1 for row in chapter["epochs"])
+    seconds = [row["seconds"] for row in chapter["epochs"]]
+    assert 0 < seconds[0] < seconds[1] <= chapter["seconds"]
+    assert 0 < report["engine_process"]["test_accuracy"] <= 1
+    (engine_seconds,) = report["engine_process"]["seconds"]
+    assert report["images_per_second"]["engine_process"] == [512 / engine_seconds]

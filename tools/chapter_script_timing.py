@@ -1,0 +1,148 @@
+"""The chapter's script against the engine, each timed as a whole process (docs/benchmarks.md,
+"The chapter's script"): the second baseline of the speed claims, and the chapter's time to its
+~90% test accuracy.
+
+Each repeat runs, one after the other (alternating, so that a slow spell hits both):
+
+- ``tools/chapter_listing.py`` (the chapter's code, torch's defaults, none of this project's
+  settings) for ``--epochs`` epochs, timed from the start of the process to each epoch's line
+  (which carries the test accuracy the chapter prints after every epoch) and to its exit;
+- ``python -m fashion_cnn train-model`` on the same recipe (``cnn_baseline``: the chapter's CNN
+  without the Softmax the chapter adds before its loss) for as many epochs, timed from the start
+  of the process to its exit, with as many threads as the workflow gives it on this machine.
+
+Both start in this process's environment minus ``OMP_WAIT_POLICY``: OpenMP's default for the
+chapter's script, the command line's own choice for the engine (engine.shared_cores). After the
+last repeat the engine's model is evaluated on the test set (not timed). The chapter's time
+includes the test pass it makes after each epoch; the engine's has none.
+
+Run: ``python tools/chapter_script_timing.py --raw-folder /usr/share/datasets/fashion-mnist
+--data results/data/fashion_mnist.npz --epochs 10 --repeats 2 --output-json timing.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EPOCH_LINE = re.compile(r"^Epoch (\d+)/\d+, loss [\d.]+, test accuracy ([\d.]+)%$")
+
+
+def environment(package: bool = False) -> dict[str, str]:
+    """This process's environment without a wait policy; with ``package``, the checkout's
+    package first on the path (for ``python -m fashion_cnn``, from any folder)."""
+    values = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    if package:
+        values["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(REPO / "workflow"), values.get("PYTHONPATH")])
+        )
+    return values
+
+
+def chapter_script(raw_folder: str, root: Path, epochs: int, train_images: int) -> dict:
+    """Wall seconds to each epoch's line (with its test accuracy) and to the process's exit."""
+    command = [
+        sys.executable,
+        str(REPO / "tools" / "chapter_listing.py"),
+        "--raw-folder", raw_folder, "--root", str(root), "--epochs", str(epochs),
+        "--train-images", str(train_images),
+    ]  # fmt: skip
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment())
+    assert process.stdout is not None
+    rows = []
+    for line in process.stdout:
+        match = EPOCH_LINE.match(line.strip())
+        if match:
+            rows.append(
+                {
+                    "epoch": int(match.group(1)),
+                    "test_accuracy": float(match.group(2)) / 100,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
+    if process.wait() != 0:
+        sys.exit(f"the chapter's script failed (exit status {process.returncode})")
+    return {"seconds": time.perf_counter() - started, "epochs": rows}
+
+
+def engine(data: Path, folder: Path, epochs: int, train_images: int, threads: int) -> float:
+    """Wall seconds of the engine's training process, start to exit."""
+    recipe = {"epochs": epochs, **({"train_subset": train_images} if train_images else {})}
+    command = [
+        sys.executable, "-m", "fashion_cnn", "train-model",
+        "--configfile", str(REPO / "config.yaml"),
+        "--config-json", json.dumps({"experiments": {"cnn_baseline": recipe}}),
+        "--experiment", "cnn_baseline", "--data", str(data),
+        "--model", str(folder / "model.pt"), "--history", str(folder / "history.csv"),
+        "--summary", str(folder / "model_summary.txt"), "--threads", str(threads),
+        "--log", str(folder / "train.log"),
+    ]  # fmt: skip
+    for stale in ("model.pt", "train_state.pt"):
+        (folder / stale).unlink(missing_ok=True)  # no resume: every repeat trains from the start
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env=environment(package=True), capture_output=True)
+    return time.perf_counter() - started
+
+
+def engine_test_accuracy(data: Path, folder: Path, threads: int) -> float:
+    command = [
+        sys.executable, "-m", "fashion_cnn", "evaluate-model",
+        "--checkpoint", str(folder / "model.pt"), "--data", str(data),
+        "--metrics", str(folder / "metrics.json"),
+        "--confusion-csv", str(folder / "confusion.csv"),
+        "--confusion-png", str(folder / "confusion.png"),
+        "--per-class-csv", str(folder / "per_class.csv"), "--threads", str(threads),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, env=environment(package=True), capture_output=True)
+    return float(json.loads((folder / "metrics.json").read_text())["test_accuracy"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--raw-folder", required=True, help="the folder of the four .gz files")
+    parser.add_argument("--data", required=True, help="the workflow's fashion_mnist.npz")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--train-images", type=int, default=0, help="0 = all (for tests: fewer)")
+    parser.add_argument("--threads", type=int, default=min(4, len(os.sched_getaffinity(0))))
+    parser.add_argument("--output-json", required=True)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        root, folder = Path(scratch) / "data", Path(scratch) / "engine"
+        folder.mkdir()
+        runs: dict[str, list] = {"chapter_script": [], "engine_process": []}
+        for _ in range(args.repeats):
+            runs["chapter_script"].append(
+                chapter_script(args.raw_folder, root, args.epochs, args.train_images)
+            )
+            runs["engine_process"].append(
+                engine(Path(args.data), folder, args.epochs, args.train_images, args.threads)
+            )
+        accuracy = engine_test_accuracy(Path(args.data), folder, args.threads)
+    images = (args.train_images or 60_000) * args.epochs
+    report = {
+        "epochs": args.epochs,
+        "images": images,
+        "engine_threads": args.threads,
+        "chapter_script": runs["chapter_script"],
+        "engine_process": {"seconds": runs["engine_process"], "test_accuracy": accuracy},
+        "images_per_second": {
+            "chapter_script": [images / run["seconds"] for run in runs["chapter_script"]],
+            "engine_process": [images / seconds for seconds in runs["engine_process"]],
+        },
+    }
+    Path(args.output_json).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report["images_per_second"]))
+
+
+if __name__ == "__main__":
+    main()
