@@ -37,6 +37,11 @@ HOW = {
         "covered by tests/test_workflow.py::test_report_renders_and_carries_the_accuracies"
     ),
     "snakemake --profile profiles/slurm --config container=none": "dry",
+    "python -m fashion_cnn predict my_photos/ --model results/cnn_baseline/model.onnx --output "
+    "predictions.csv": (
+        "covered by tests/test_predict.py::"
+        "test_the_command_line_predicts_a_folder_and_names_a_missing_model"
+    ),
 }
 
 

@@ -16,6 +16,10 @@ chapter's script, the command line's own choice for the engine (engine.shared_co
 last repeat the engine's model is evaluated on the test set (not timed). The chapter's time
 includes the test pass it makes after each epoch; the engine's has none.
 
+``--publish NAME`` adds two records to the results ledger (docs/ledger/): ``NAME.whole_process``,
+the two processes' images/s, and ``NAME.chapter_to_90``, the chapter's script's time to its first
+epoch at 90% test accuracy or more; then ``make docs``.
+
 Run: ``python tools/chapter_script_timing.py --raw-folder /usr/share/datasets/fashion-mnist
 --data results/data/fashion_mnist.npz --epochs 10 --repeats 2 --output-json timing.json``
 """
@@ -23,9 +27,11 @@ Run: ``python tools/chapter_script_timing.py --raw-folder /usr/share/datasets/fa
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -33,6 +39,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "workflow"))  # the package, from this checkout (for --publish)
 EPOCH_LINE = re.compile(r"^Epoch (\d+)/\d+, loss [\d.]+, test accuracy ([\d.]+)%$")
 
 
@@ -108,14 +115,38 @@ def engine_test_accuracy(data: Path, folder: Path, threads: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--raw-folder", required=True, help="the folder of the four .gz files")
-    parser.add_argument("--data", required=True, help="the workflow's fashion_mnist.npz")
+    parser.add_argument("--raw-folder", help="the folder of the four .gz files")
+    parser.add_argument("--data", help="the workflow's fashion_mnist.npz")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--train-images", type=int, default=0, help="0 = all (for tests: fewer)")
     parser.add_argument("--threads", type=int, default=min(4, len(os.sched_getaffinity(0))))
-    parser.add_argument("--output-json", required=True)
+    parser.add_argument("--output-json", help="where the timing goes (required unless --from-json)")
+    parser.add_argument(
+        "--publish", metavar="NAME", help="add the figures to docs/ledger/ as NAME.*"
+    )
+    parser.add_argument("--cpu", help="the CPU for the records, with the flags that matter")
+    parser.add_argument("--from-json", help="publish this earlier --output-json, measuring nothing")
     args = parser.parse_args()
+    if not args.from_json and not (args.raw_folder and args.data and args.output_json):
+        parser.error("measuring needs --raw-folder, --data and --output-json")
+    if args.from_json:
+        report = json.loads(Path(args.from_json).read_text())
+    else:
+        report = measure(args)
+        Path(args.output_json).write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report["images_per_second"]))
+    if args.publish:
+        for record in records(report, args):
+            publish(record)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Both processes, ``--repeats`` times in turn; the engine's model tested after the last."""
+    command = "python tools/chapter_script_timing.py " + shlex.join(sys.argv[1:])
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     with tempfile.TemporaryDirectory() as scratch:
         root, folder = Path(scratch) / "data", Path(scratch) / "engine"
         folder.mkdir()
@@ -129,7 +160,10 @@ def main() -> None:
             )
         accuracy = engine_test_accuracy(Path(args.data), folder, args.threads)
     images = (args.train_images or 60_000) * args.epochs
-    report = {
+    return {
+        "command": command,
+        "commit": commit,
+        "date": datetime.date.today().isoformat(),
         "epochs": args.epochs,
         "images": images,
         "engine_threads": args.threads,
@@ -140,8 +174,81 @@ def main() -> None:
             "engine_process": [images / seconds for seconds in runs["engine_process"]],
         },
     }
-    Path(args.output_json).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report["images_per_second"]))
+
+
+def records(report: dict, args: argparse.Namespace) -> list[dict]:
+    """The ledger's records of one timing: the two whole processes' images/s, and the chapter's
+    script's time to 90% test accuracy."""
+    # here, not at the top: a timing without --publish loads neither torch nor the package
+    import torch
+    from fashion_cnn.core.provenance import cpu_name
+
+    common = {
+        "question": "speed",
+        "command": report["command"],
+        "commit": report["commit"],
+        "machine": {
+            "cpu": args.cpu or cpu_name(),
+            "cores": len(os.sched_getaffinity(0)),
+            "threads": args.threads,
+            "shared": False,
+        },
+        "software": {"torch": torch.__version__.split("+")[0]},
+        "date": report["date"],
+        "source": "measured",
+    }
+    epochs, accuracy = report["epochs"], report["engine_process"]["test_accuracy"]
+    printed = [
+        " / ".join(f"{100 * row['test_accuracy']:.2f}" for row in run["epochs"])
+        for run in report["chapter_script"]
+    ]
+    reached = [
+        next((row for row in run["epochs"] if row["test_accuracy"] >= 0.90), None)
+        for run in report["chapter_script"]
+    ]
+    whole = {
+        **common,
+        "name": f"{args.publish}.whole_process",
+        "title": f"cnn, {epochs} epochs: the engine's training process against the chapter's "
+        "script, each timed as a whole process",
+        "kind": "speed",
+        "speed": {
+            "workload": f"cnn, {epochs} epochs, whole process",
+            "switches": "the workflow's (auto)",
+            "engine": report["images_per_second"]["engine_process"],
+            "chapter": report["images_per_second"]["chapter_script"],
+            "chapter_environment": "the chapter's script (tools/chapter_listing.py) as a whole "
+            "process: OpenMP's default wait policy, torch's default threads, the C library's "
+            "allocator, its test pass after every epoch included",
+        },
+        "note": f"The engine: python -m fashion_cnn train-model, cnn_baseline for {epochs} epochs, "
+        f"{args.threads} threads, OpenMP's wait policy by engine.shared_cores: keep; its model's "
+        f"test accuracy afterwards {100 * accuracy:.2f}%. The chapter's script's test accuracy "
+        f"after each epoch, per repeat: {'; '.join(printed)} (%).",
+    }
+    to_90 = {
+        **common,
+        "name": f"{args.publish}.chapter_to_90",
+        "title": "The chapter's script, a whole process, to its first epoch at 90% test accuracy "
+        "or more (the chapter's ~90%)",
+        "kind": "duration",
+        "duration": {"seconds": [row["seconds"] for row in reached if row is not None]},
+        "note": "Reached at epoch "
+        + ", ".join(str(row["epoch"]) if row else f"none of {epochs}" for row in reached)
+        + f" (one per repeat); the engine's whole process for all {epochs} epochs took "
+        + ", ".join(f"{seconds:.0f}" for seconds in report["engine_process"]["seconds"])
+        + " s.",
+    }
+    return [whole] + ([to_90] if any(reached) else [])
+
+
+def publish(record: dict) -> None:
+    # here, not at the top: a timing without --publish loads none of the package
+    from fashion_cnn.core.files import write_json
+    from fashion_cnn.results.ledger import LEDGER, check_record
+
+    write_json(LEDGER / f"{record['name']}.json", check_record(record, record["name"]))
+    print(f"published {LEDGER / record['name']}.json; run make docs")
 
 
 if __name__ == "__main__":

@@ -249,6 +249,20 @@ def cmd_aggregate_seeds(args) -> None:
     )
 
 
+def cmd_predict(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
+    from fashion_cnn.evaluation.predicting import predict_files
+
+    predict_files(
+        Path(args.model),
+        [Path(path) for path in args.images],
+        Path(args.output),
+        invert=args.invert,
+        batch_size=args.batch_size,
+        threads=args.threads,
+    )
+
+
 def cmd_export_onnx(args) -> None:
     # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.evaluation.export import export_onnx
@@ -482,6 +496,20 @@ def _evaluate_arguments(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _predict_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) or folders of them")
+    sub.add_argument(
+        "--model", required=True, help="an exported model: results/<experiment>/model.onnx"
+    )
+    sub.add_argument("--output", required=True, help="the CSV to write: each file's top 3 classes")
+    sub.add_argument(
+        "--invert",
+        action="store_true",
+        help="make light backgrounds dark (photos on white), as Fashion-MNIST's images were made",
+    )
+    sub.add_argument("--batch-size", type=argument_type("engine.eval_batch_size", int), default=256)
+
+
 def _history_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--history", nargs="+", required=True, help="one history.csv per seed")
     sub.add_argument("--output", required=True)
@@ -625,6 +653,13 @@ COMMANDS = [
         config=True,
         threads=True,
         gpu=True,
+    ),
+    Command(
+        "predict",
+        cmd_predict,
+        "the exported model on your own images: each file's three most likely classes, as CSV",
+        _predict_arguments,
+        threads=True,
     ),
     Command(
         "aggregate-seeds",

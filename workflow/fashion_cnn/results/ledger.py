@@ -175,8 +175,14 @@ def records_from_benchmark(
                     "software": {"torch": machine["torch"]},
                     "date": result["date"],
                     "source": "measured",
-                    "note": f"The engine under OpenMP wait policy {machine['omp_wait_policy']}; "
-                    f"competing processes: {', '.join(result.get('contention') or []) or 'none'}.",
+                    "note": f"The engine under OpenMP wait policy {machine['omp_wait_policy']}"
+                    + (
+                        f" ({machine['omp_wait_policy_reason']})"
+                        if machine.get("omp_wait_policy_reason")
+                        else ""
+                    )
+                    + "; competing processes: "
+                    + f"{', '.join(result.get('contention') or []) or 'none'}.",
                 }
             )
     return records
