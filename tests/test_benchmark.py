@@ -155,6 +155,14 @@ def test_benchmark_under_contention_and_its_profile(tmp_path, prepared_data):
     assert sum(profile["kinds_ms"].values()) == pytest.approx(profile["step_ms"])
     assert {"convolution, forward", "convolution, backward"} <= set(profile["kinds_ms"])
     assert len(profile["layers"]) == 3  # the chapter's three convolutions
+    # published, each record's note says what the engine ran under, and why, and its profile
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    for path in publish_benchmark(json_path, {"name": "b", "shared": True, "cpu": None}, ledger):
+        note = json.loads(path.read_text())["note"]
+        assert "PASSIVE (benchmark of shared cores" in note and "competing processes: spin" in note
+        assert f"convolutions {100 * profile['conv_share']:.0f}% at" in note
+        assert f"{profile['matmul_peak_gflops']:.1f} GFLOP/s for a large fp32" in note
     first = next(row for row in profile["layers"] if row["weight"] == "32x1x3x3")
     n, _, h, w = (int(x) for x in first["input"].split("x"))
     # forward 2·N·C_out·H_out·W_out·C_in·k², backward the same again (no input gradient)

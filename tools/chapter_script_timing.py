@@ -190,7 +190,7 @@ def records(report: dict, args: argparse.Namespace) -> list[dict]:
         "machine": {
             "cpu": args.cpu or cpu_name(),
             "cores": len(os.sched_getaffinity(0)),
-            "threads": args.threads,
+            "threads": report.get("engine_threads", args.threads),
             "shared": False,
         },
         "software": {"torch": torch.__version__.split("+")[0]},
@@ -222,7 +222,7 @@ def records(report: dict, args: argparse.Namespace) -> list[dict]:
             "allocator, its test pass after every epoch included",
         },
         "note": f"The engine: python -m fashion_cnn train-model, cnn_baseline for {epochs} epochs, "
-        f"{args.threads} threads, OpenMP's wait policy by engine.shared_cores: keep; its model's "
+        f"{report.get('engine_threads', args.threads)} threads, OpenMP's wait policy by engine.shared_cores: keep; its model's "
         f"test accuracy afterwards {100 * accuracy:.2f}%. The chapter's script's test accuracy "
         f"after each epoch, per repeat: {'; '.join(printed)} (%).",
     }

@@ -182,10 +182,24 @@ def records_from_benchmark(
                         else ""
                     )
                     + "; competing processes: "
-                    + f"{', '.join(result.get('contention') or []) or 'none'}.",
+                    + f"{', '.join(result.get('contention') or []) or 'none'}."
+                    + _profile_note(result.get("profile", {}).get(workload)),
                 }
             )
     return records
+
+
+def _profile_note(profile: dict[str, Any] | None) -> str:
+    """What a benchmark's profile of the engine's step says about its bound, for a record's note."""
+    if not profile:
+        return ""
+    kinds = ", ".join(f"{kind} {ms:.1f} ms" for kind, ms in list(profile["kinds_ms"].items())[:4])
+    return (
+        f" Profile of one engine step under torch.profiler: {profile['step_ms']:.1f} ms, of which "
+        f"convolutions {100 * profile['conv_share']:.0f}% at {profile['conv_gflops']:.1f} GFLOP/s, "
+        f"against {profile['matmul_peak_gflops']:.1f} GFLOP/s for a large fp32 matrix product on "
+        f"the same threads; the largest kinds of operation: {kinds}."
+    )
 
 
 def publish_benchmark(path: Path, describe: dict[str, Any], folder: Path = LEDGER) -> list[Path]:
