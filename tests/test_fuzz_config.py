@@ -32,7 +32,7 @@ from fashion_cnn.config.validation import merge, read_config_file, validate_conf
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.training.device import Switches
 from fashion_cnn.training.methods import Pipeline, training_method
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from snakemake.utils import update_config
 
@@ -249,6 +249,9 @@ NESTED = st.recursive(
     st.dictionaries(st.sampled_from("abc"), NESTED, max_size=3),
     st.dictionaries(st.sampled_from("abc"), NESTED, max_size=3),
 )
+@example({"a": [1, 2]}, {"a": {}})  # what the dry-run property found (run_experiments: {})
+@example({"a": [1, 2]}, {"a": {"b": 1}})
+@example({}, {"a": {}})
 def test_config_files_merge_as_snakemake_merges_them(base, override):
     """`check-config --configfile a.yaml b.yaml` (and `make run`, which runs it first) reads what
     `snakemake --configfile a.yaml b.yaml` reads. Found by the dry-run property: an empty mapping
