@@ -153,6 +153,9 @@ def test_benchmark_under_contention_and_its_profile(tmp_path, prepared_data):
     assert "shared_cores: adapt: " in result.stderr
     profile = report["profile"]["cnn"]
     assert sum(profile["kinds_ms"].values()) == pytest.approx(profile["step_ms"])
+    # what "other" is made of, by operation, the longest first: part of that kind's time
+    others = list(profile["other_ms"].values())
+    assert others == sorted(others, reverse=True) and sum(others) <= profile["kinds_ms"]["other"]
     assert {"convolution, forward", "convolution, backward"} <= set(profile["kinds_ms"])
     assert len(profile["layers"]) == 3  # the chapter's three convolutions
     # published, each record's note says what the engine ran under, and why, and its profile
@@ -163,6 +166,7 @@ def test_benchmark_under_contention_and_its_profile(tmp_path, prepared_data):
         assert "PASSIVE (benchmark of shared cores" in note and "competing processes: spin" in note
         assert f"convolutions {100 * profile['conv_share']:.0f}% at" in note
         assert f"{profile['matmul_peak_gflops']:.1f} GFLOP/s for a large fp32" in note
+        assert "; of kind other: " in note
     first = next(row for row in profile["layers"] if row["weight"] == "32x1x3x3")
     n, _, h, w = (int(x) for x in first["input"].split("x"))
     # forward 2·N·C_out·H_out·W_out·C_in·k², backward the same again (no input gradient)

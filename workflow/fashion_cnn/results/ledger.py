@@ -198,7 +198,14 @@ def _profile_note(profile: dict[str, Any] | None) -> str:
         f" Profile of one engine step under torch.profiler: {profile['step_ms']:.1f} ms, of which "
         f"convolutions {100 * profile['conv_share']:.0f}% at {profile['conv_gflops']:.1f} GFLOP/s, "
         f"against {profile['matmul_peak_gflops']:.1f} GFLOP/s for a large fp32 matrix product on "
-        f"the same threads; the largest kinds of operation: {kinds}."
+        f"the same threads; the largest kinds of operation: {kinds}"
+        + (
+            "; of kind other: "
+            + ", ".join(f"{name} {ms:.1f} ms" for name, ms in profile["other_ms"].items())
+            if profile.get("other_ms")
+            else ""
+        )
+        + "."
     )
 
 

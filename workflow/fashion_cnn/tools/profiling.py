@@ -75,6 +75,10 @@ def conv_flops(model, example) -> dict:
     return {"per_layer": dict(flops), "first": order[0] if order else None}
 
 
+# How many of the operations of kind "other" a profile names, the longest first.
+OTHERS_SHOWN = 6
+
+
 def profile_step(step, batches, steps: int) -> list:
     """Profiler events of ``steps`` training steps (after 5 untimed ones)."""
     for _ in range(5):
@@ -88,12 +92,16 @@ def profile_step(step, batches, steps: int) -> list:
 def summarize_profile(events, flops: dict, steps: int, batch_size: int, peak: float) -> dict:
     """Time per kind of operation and per convolution layer, with achieved GFLOP/s."""
     kinds: dict[str, float] = defaultdict(float)
+    others: dict[str, float] = defaultdict(float)  # the operations of kind "other", by name
     total = 0.0
     times: dict[tuple, dict] = defaultdict(lambda: {"forward_ms": 0.0, "backward_ms": 0.0})
     for event in events:
         self_ms = event.self_cpu_time_total / 1000 / steps
         total += self_ms
-        kinds[next((k for prefix, k in KINDS if event.key.startswith(prefix)), "other")] += self_ms
+        kind = next((k for prefix, k in KINDS if event.key.startswith(prefix)), "other")
+        kinds[kind] += self_ms
+        if kind == "other":
+            others[event.key] += self_ms
         shapes = [tuple(shape) for shape in event.input_shapes or []]
         if event.key == "aten::convolution" and len(shapes) >= 2:
             times[(shapes[0], shapes[1])]["forward_ms"] += event.cpu_time_total / 1000 / steps
@@ -123,6 +131,7 @@ def summarize_profile(events, flops: dict, steps: int, batch_size: int, peak: fl
         "step_ms": total,
         "images_per_s": batch_size / total * 1000 if total else 0.0,
         "kinds_ms": dict(sorted(kinds.items(), key=lambda item: -item[1])),
+        "other_ms": dict(sorted(others.items(), key=lambda item: -item[1])[:OTHERS_SHOWN]),
         "layers": rows,
         "conv_share": conv_ms / total if total else 0.0,
         "conv_gflops": conv_mflop / conv_ms if conv_ms else 0.0,
@@ -137,7 +146,10 @@ def profile_markdown(name: str, result: dict) -> str:
         "",
         f"Convolutions take {100 * result['conv_share']:.0f}% of the step and achieve "
         f"{result['conv_gflops']:.1f} GFLOP/s; a large fp32 matrix product on the same threads "
-        f"reaches {result['matmul_peak_gflops']:.1f} GFLOP/s.",
+        f"reaches {result['matmul_peak_gflops']:.1f} GFLOP/s. The longest operations of kind "
+        "other: "
+        + ", ".join(f"{name} {ms:.1f} ms" for name, ms in result.get("other_ms", {}).items())
+        + ".",
         "",
         "| kind of operation | ms per step | share |",
         "|---|---:|---:|",
