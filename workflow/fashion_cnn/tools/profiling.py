@@ -29,6 +29,7 @@ KINDS = [
     ("aten::native_batch_norm_backward", "batch norm, backward"),
     ("aten::native_batch_norm", "batch norm, forward"),
     ("aten::_foreach_", "optimizer (Adam)"),
+    ("aten::_fused_adam", "optimizer (Adam)"),  # fused on a CPU (the engine's)
     ("aten::max_pool2d_with_indices_backward", "pooling, backward"),
     ("aten::max_pool2d", "pooling, forward"),
     ("aten::threshold_backward", "ReLU, backward"),
