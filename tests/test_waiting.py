@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO
+from conftest import REPO, cli
 from fashion_cnn.config.waiting import PASSIVE, choose
 
 CONFIG = str(REPO / "config.yaml")
@@ -32,6 +32,7 @@ def _train(*extra: str) -> list[str]:
         (["benchmark", "--contention", "spin"], PASSIVE, "shared cores"),
         (["benchmark", "--switches", "auto", "channels_last+adapt"], PASSIVE, "shared cores"),
         (["evaluate-model", "--model", "m.pt"], PASSIVE, "evaluate-model"),
+        (["train-model", "--configfile"], PASSIVE, "does not parse"),
         ([], PASSIVE, "the command line"),
     ],
     ids=[
@@ -42,6 +43,7 @@ def _train(*extra: str) -> list[str]:
         "benchmark beside a competitor",
         "benchmark of adapt",
         "another command",
+        "a command line that does not parse (the command's own parser says so)",
         "no command",
     ],
 )
@@ -53,3 +55,13 @@ def test_the_wait_policy_follows_whether_the_cores_are_shared(argv, expected, be
 def test_a_wait_policy_the_user_set_is_kept():
     policy, reason = choose(_train(), {"OMP_WAIT_POLICY": "ACTIVE"})
     assert policy == "ACTIVE" and "set before the command started" in reason
+
+
+@pytest.mark.slow
+def test_a_command_line_that_does_not_parse_gets_the_command_lines_own_message():
+    """The choice reads the command line before the command line's parser does: it must stay
+    silent, so that the user meets one paragraph and the subcommand's --help."""
+    result = cli("train-model", "--configfile")
+    assert result.returncode == 2
+    assert "fashion-cnn: ERROR: fashion-cnn train-model: argument --configfile" in result.stderr
+    assert "usage:" not in result.stderr and "__main__.py" not in result.stderr

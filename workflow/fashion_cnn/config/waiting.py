@@ -33,7 +33,10 @@ def choose(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[str | None,
     if "OMP_WAIT_POLICY" in environ:
         return environ["OMP_WAIT_POLICY"], "OMP_WAIT_POLICY set before the command started"
     command = argv[0] if argv else ""
-    known, _ = _peek().parse_known_args(list(argv[1:]))
+    try:
+        known, _ = _peek().parse_known_args(list(argv[1:]))
+    except argparse.ArgumentError:  # the command line's own parser names the mistake
+        return PASSIVE, "a command line that does not parse: idle threads sleep at once"
     if command == "train-model":
         if _shared_cores(known) == "keep":
             return None, (
@@ -54,7 +57,7 @@ def choose(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[str | None,
 
 def _peek() -> argparse.ArgumentParser:
     """The few arguments the choice reads, ignoring the rest (argparse checks them all later)."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     parser.add_argument("--configfile", action="extend", nargs="+", default=[])
     parser.add_argument("--config-json", action="append", default=[])
     parser.add_argument("--switches", nargs="+", default=[])
