@@ -75,12 +75,13 @@ onerror:
 # On a cluster: no job is submitted with a time limit its early SIGTERM would cut to nothing.
 onstart:
     try:
-        check_kept_inputs(workflow.dag.needrun_jobs())
-        check_weights_files(workflow.dag.needrun_jobs())
+        planned = list(workflow.dag.needrun_jobs())
+        check_kept_inputs(planned)
+        check_weights_files(planned)
         if workflow.local_exec:
             check_gpu_for_local_jobs(config["engine"]["device"])
         else:
-            for job in workflow.dag.needrun_jobs():
+            for job in planned:
                 if not job.is_local:
                     resources = job.resources
                     check_signal_lead(
@@ -117,7 +118,6 @@ KEPT_INPUT_CHECKS = {
 
 def check_kept_inputs(jobs):
     """Checks (KEPT_INPUT_CHECKS) each file the jobs read that none of them makes again."""
-    jobs = list(jobs)
     made = {str(path) for job in jobs for path in job.output}
     read = {str(path) for job in jobs for path in job.input} - made
     for path in sorted(read & set(KEPT_INPUT_CHECKS)):

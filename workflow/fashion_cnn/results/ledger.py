@@ -175,18 +175,24 @@ def records_from_benchmark(
                     "software": {"torch": machine["torch"]},
                     "date": result["date"],
                     "source": "measured",
-                    "note": f"The engine under OpenMP wait policy {machine['omp_wait_policy']}"
-                    + (
-                        f" ({machine['omp_wait_policy_reason']})"
-                        if machine.get("omp_wait_policy_reason")
-                        else ""
-                    )
-                    + "; competing processes: "
-                    + f"{', '.join(result.get('contention') or []) or 'none'}."
-                    + _profile_note(result.get("profile", {}).get(workload)),
+                    "note": _benchmark_note(result, workload),
                 }
             )
     return records
+
+
+def _benchmark_note(result: dict[str, Any], workload: str) -> str:
+    """A benchmark record's note: the engine's wait policy and why, the competing processes, and
+    the profile of the workload's step where the benchmark made one."""
+    machine = result["machine"]
+    reason = machine.get("omp_wait_policy_reason")
+    competitors = ", ".join(result.get("contention") or []) or "none"
+    return (
+        f"The engine under OpenMP wait policy {machine['omp_wait_policy']}"
+        + (f" ({reason})" if reason else "")
+        + f"; competing processes: {competitors}."
+        + _profile_note(result.get("profile", {}).get(workload))
+    )
 
 
 def _profile_note(profile: dict[str, Any] | None) -> str:
