@@ -74,6 +74,8 @@ def _evaluate(t, d, checkpoint, *extra):
         t / "c.png",
         "--per-class-csv",
         t / "p.csv",
+        "--scores",
+        t / "s.npz",
         *extra,
     ]
 

@@ -35,6 +35,8 @@ WORKING_RULES = {
     "fetch-weights",
     "train-model",
     "evaluate-model",
+    "assess-robustness",
+    "assess-experiment",
     "plot-filters",
     "aggregate-seeds",
     "export-onnx",

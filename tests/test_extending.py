@@ -68,6 +68,9 @@ data:
 export:
   latency_repeats: 5
   parity_images: 500
+assessment:
+  temperature_images: 500
+  corruption_images: 200
 experiments:
   mlp_small:
     model: mlp

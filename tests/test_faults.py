@@ -430,7 +430,10 @@ def test_same_seed_same_metrics(tmp_path, prepared_data):
                 folder / "model.pt",
                 prepared_data,
                 EvaluationOutputs(
-                    folder / "metrics.json", folder / "confusion.csv", folder / "per_class.csv"
+                    folder / "metrics.json",
+                    folder / "confusion.csv",
+                    folder / "per_class.csv",
+                    folder / "scores.npz",
                 ),
                 device_spec="cpu",
             )

@@ -9,6 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO
 from fashion_cnn.core.errors import UserError
@@ -87,21 +88,28 @@ def test_a_workflow_result_published_and_rendered(tmp_path, real_checkpoint, pre
     aggregate from aggregate_metrics, publish into a ledger, render: the page shows the n, the
     spread, every seed, the machine and the command."""
     from fashion_cnn.evaluation.evaluate import EvaluationOutputs, evaluate_model
+    from fashion_cnn.evaluation.robustness import assess_robustness
     from fashion_cnn.results.replicates import aggregate_metrics
 
-    per_seed = []
+    per_seed, robustness = [], []
     for seed in (7, 8):
         folder = tmp_path / f"seed-{seed}"
         folder.mkdir()
         outputs = EvaluationOutputs(
-            folder / "metrics.json", folder / "confusion.csv", folder / "per_class.csv"
+            folder / "metrics.json",
+            folder / "confusion.csv",
+            folder / "per_class.csv",
+            folder / "scores.npz",
         )
         metrics = evaluate_model(real_checkpoint, prepared_data, outputs, device_spec="cpu")
         metrics["seed"] = seed
         metrics["test_accuracy"] += 0.01 * (seed - 7)  # two replicates that differ
         per_seed.append(metrics)
+        robustness.append(
+            assess_robustness(real_checkpoint, prepared_data, folder / "robustness.csv", images=200)
+        )
     aggregate_path = tmp_path / "metrics.json"
-    aggregate_path.write_text(json.dumps(aggregate_metrics(per_seed)))
+    aggregate_path.write_text(json.dumps(aggregate_metrics(per_seed, robustness)))
     ledger = tmp_path / "ledger"
     ledger.mkdir()
     describe = {
@@ -126,6 +134,18 @@ def test_a_workflow_result_published_and_rendered(tmp_path, real_checkpoint, pre
     assert "(seeds 7 / 8)" in page and record["machine"]["cpu"] in page
     assert "`snakemake --cores 2 results/tiny/metrics.json`" in page
     assert "a tiny CNN, two seeds" in files[readme]
+    # beyond accuracy: the same seeds' figures, from the seeds' own metrics and robustness rows
+    trust = record["trust"]
+    f1 = [m["classification"]["macro"]["f1"] for m in per_seed]
+    assert trust["macro_f1"]["values"] == pytest.approx(f1)
+    corrupted = [
+        np.mean([row["accuracy"] for row in rows if row["corruption"] != "none"])
+        for rows in robustness
+    ]
+    assert trust["corrupted_accuracy"]["mean"] == pytest.approx(np.mean(corrupted))
+    assert "Beyond accuracy" in page and "never read" in page
+    shown = trust["ece"]
+    assert f"{100 * shown['mean']:.2f}% ± {100 * shown['std']:.2f} (n=2) →" in page
 
 
 def test_publishing_a_seeds_own_metrics_is_refused(tmp_path):

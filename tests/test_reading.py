@@ -20,6 +20,7 @@ def _aggregate() -> dict:
         "test_accuracy": describe(values)["mean"],
         "seeds": [42, 43, 44],
         "test_accuracy_over_seeds": describe(values),
+        "trust_over_seeds": {"ece": describe([0.02, 0.03, 0.025])},
     }
 
 
@@ -32,9 +33,12 @@ def _aggregate() -> dict:
         (lambda m: m.update(test_accuracy=0.5), "test_accuracy is 0.5, but its values average"),
         (lambda m: m.update(seeds=[42, 43]), "n = 3 but 3 values and 2 seeds"),
         (lambda m: m.pop("seeds"), "'seeds' is a required property"),
+        (lambda m: m["trust_over_seeds"]["ece"].update(mean=-0.1), "-0.1 is less than the minimum of 0"),
+        (lambda m: m.pop("trust_over_seeds"), "'trust_over_seeds' is a required property"),
     ],
     ids=["a mean of 1.5", "a number as text", "a mean its values disagree with",
-         "a headline the mean disagrees with", "a seed missing", "no seeds"],
+         "a headline the mean disagrees with", "a seed missing", "no seeds",
+         "a negative calibration error", "no figures beyond accuracy"],
 )  # fmt: skip
 def test_an_edited_aggregate_is_refused_with_one_paragraph(tmp_path, change, named):
     path = tmp_path / "metrics.json"

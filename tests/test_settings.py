@@ -9,6 +9,7 @@ from conftest import base_config
 from fashion_cnn.config.choices import option_owners
 from fashion_cnn.config.schema import schema_at
 from fashion_cnn.config.settings import (
+    AssessmentSettings,
     DownloadSettings,
     EngineSettings,
     ExperimentSettings,
@@ -23,10 +24,11 @@ from fashion_cnn.config.settings import (
         (ExperimentSettings, "experiments.*"),
         (EngineSettings, "engine"),
         (ExportSettings, "export"),
+        (AssessmentSettings, "assessment"),
         (PretrainedSettings, "pretrained"),
         (DownloadSettings, "data"),
     ],
-    ids=["experiment", "engine", "export", "pretrained", "data"],
+    ids=["experiment", "engine", "export", "assessment", "pretrained", "data"],
 )
 def test_one_field_per_schema_key(settings, section):
     """Every key of the section is read by exactly one field: the experiment's keys by one of its
@@ -65,6 +67,7 @@ def test_built_from_the_validated_config_and_frozen():
     for settings, key in [
         (EngineSettings, "engine"),
         (ExportSettings, "export"),
+        (AssessmentSettings, "assessment"),
         (PretrainedSettings, "pretrained"),
         (DownloadSettings, "data"),
     ]:

@@ -35,23 +35,55 @@ def test_one_value_has_no_invented_spread():
 
 
 def _metrics(seed, accuracy, experiment="cnn_small_plain"):
-    per_class = {name: accuracy for name in __import__("fashion_cnn").CLASS_NAMES}
+    names = __import__("fashion_cnn").CLASS_NAMES
+    per_class = {name: accuracy for name in names}
+    scores = {"precision": accuracy, "recall": accuracy, "f1": accuracy}
+    calibration = {"ece": 1 - accuracy, "nll": 0.3, "brier": 0.1}
     return {
         "experiment": experiment,
         "seed": seed,
         "test_accuracy": accuracy,
         "per_class_accuracy": per_class,
+        "classification": {
+            "per_class": {name: {**scores, "support": 1000} for name in names},
+            "macro": scores,
+            "weighted": scores,
+            "top2_accuracy": accuracy,
+        },
+        "calibration": {**calibration, "temperature": {"value": 1.5, "after": calibration}},
         "config": {"seed": seed, "seeds": [seed]},
     }
 
 
+def _robustness(accuracy):
+    """A seed's robustness rows: the clean images, and two corruptions at 0.1 and 0.2 less."""
+    rows = [{"corruption": "none", "severity": 0, "accuracy": accuracy}]
+    return rows + [
+        {"corruption": name, "severity": severity, "accuracy": accuracy - 0.1 * severity}
+        for name in ("blur", "contrast")
+        for severity in (1, 2)
+    ]
+
+
 def test_aggregate_keeps_the_representative_and_summarises_every_seed():
-    aggregate = aggregate_metrics([_metrics(43, 0.76), _metrics(42, 0.78), _metrics(44, 0.77)])
+    values = [0.76, 0.78, 0.77]
+    aggregate = aggregate_metrics(
+        [_metrics(seed, value) for seed, value in zip([43, 42, 44], values, strict=True)],
+        [_robustness(value) for value in values],
+    )
     assert aggregate["representative_seed"] == 43 and aggregate["seeds"] == [43, 42, 44]
     assert aggregate["test_accuracy"] == pytest.approx(0.77)
     assert aggregate["test_accuracy_over_seeds"]["values"] == [0.76, 0.78, 0.77]
     assert aggregate["per_class_accuracy"]["Bag"] == pytest.approx(0.77)
     assert aggregate["config"]["seeds"] == [43, 42, 44] and "seed" not in aggregate
+    trust = aggregate["trust_over_seeds"]
+    assert trust["macro_f1"]["values"] == values and trust["ece"]["mean"] == pytest.approx(0.23)
+    # each seed's mean over the four corrupted sets: its accuracy less 0.15
+    assert trust["corrupted_accuracy"]["values"] == pytest.approx([v - 0.15 for v in values])
+    robustness = aggregate["robustness_over_seeds"]
+    assert robustness["none"]["0"]["values"] == values
+    assert robustness["blur"]["2"]["mean"] == pytest.approx(0.77 - 0.2)
+    assert aggregate["classification_over_seeds"]["Bag"]["recall"]["n"] == 3
 
 
 @pytest.mark.parametrize(
@@ -64,7 +96,7 @@ def test_aggregate_keeps_the_representative_and_summarises_every_seed():
 )
 def test_aggregate_refuses_mixed_inputs(metrics):
     with pytest.raises(UserError, match="one file per seed"):
-        aggregate_metrics(metrics)
+        aggregate_metrics(metrics, [_robustness(0.7)] * len(metrics))
 
 
 def _aggregate(name, seeds, values):

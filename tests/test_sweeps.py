@@ -272,6 +272,7 @@ def fake_point_metrics(run: str, values: dict, accuracies: list[float]) -> dict:
         "seeds": [1, 2, 3][: len(accuracies)],
         "test_accuracy": describe(accuracies)["mean"],
         "test_accuracy_over_seeds": describe(accuracies),
+        "trust_over_seeds": {},  # beyond accuracy: the sweep's table does not read it
     }
 
 

@@ -18,6 +18,7 @@ import onnx
 import pytest
 import yaml
 from conftest import CONFIGS, REPO, snakemake
+from fashion_cnn import CLASS_NAMES
 from fashion_cnn.models.checkpoint import load_checkpoint
 from PIL import Image
 
@@ -53,6 +54,8 @@ PER_SEED = [
     "confusion_matrix.csv",
     "confusion_matrix.png",
     "per_class_accuracy.csv",
+    "test_scores.npz",
+    "robustness.csv",
 ]
 PER_EXPERIMENT = [  # over the seeds, or of the representative seed
     "metrics.json",
@@ -64,6 +67,12 @@ PER_EXPERIMENT = [  # over the seeds, or of the representative seed
     "training_curves.png",
     "model.onnx",
     "onnx_check.json",
+    "classification_report.csv",
+    "robustness.csv",
+    "robustness.png",
+    "reliability.png",
+    "confused_pairs.csv",
+    "failures.png",
 ]
 DATA_FIGURES = [
     "samples.png",
@@ -134,8 +143,12 @@ def test_every_output_exists_and_parses(tiny_run):
             "filters.png",
             "filters_layers.png",
             "training_curves.png",
+            "robustness.png",
+            "reliability.png",
+            "failures.png",
         ):
             assert_png(folder / name)
+    assert_png(results / "summary" / "robustness.png")
     assert not list(results.rglob(".*.partial"))
     dropout_history = read_rows(results / "cnn_dropout" / "seed-42" / "history.csv")
     assert 0 < float(dropout_history[-1]["valid_accuracy"]) <= 1
@@ -182,7 +195,10 @@ def test_the_chapters_claim_is_a_paired_comparison_computed_by_scipy(tiny_run):
     from scipy import stats
 
     rows = read_rows(tiny_run / RESULTS / "comparisons" / "comparisons.csv")
-    assert [(row["a"], row["b"]) for row in rows] == [("cnn_small_augmented", "cnn_small_plain")]
+    pair = ("cnn_small_augmented", "cnn_small_plain")
+    assert [(row["a"], row["b"], row["measure"]) for row in rows] == [
+        (*pair, measure) for measure in ("test_accuracy", "corrupted_accuracy", "ece")
+    ]
     row = rows[0]
     accuracy = {
         name: [
@@ -199,6 +215,73 @@ def test_the_chapters_claim_is_a_paired_comparison_computed_by_scipy(tiny_run):
     assert "seed noise" in row["verdict"]
     markdown = (tiny_run / RESULTS / "comparisons" / "comparisons.md").read_text()
     assert "cnn_small_augmented − cnn_small_plain" in markdown
+    # robustness over the same seeds: each seed's mean over its corrupted sets, paired
+    corrupted = {
+        name: [
+            np.mean(
+                [
+                    float(r["accuracy"])
+                    for r in read_rows(
+                        tiny_run / RESULTS / name / f"seed-{seed}" / "robustness.csv"
+                    )
+                    if r["corruption"] != "none"
+                ]
+            )
+            for seed in (7, 42)
+        ]
+        for name in pair
+    }
+    expected = stats.ttest_rel(*(corrupted[name] for name in pair))
+    assert float(rows[1]["p_value"]) == pytest.approx(expected.pvalue)
+    assert "accuracy under corruption" in markdown and "calibration error" in markdown
+
+
+def test_figures_beyond_accuracy_agree_with_an_independent_computation(tiny_run):
+    """Per seed, the calibration error is torchmetrics' and macro F1 scikit-learn's on the
+    scores the evaluation saved; over seeds, the tables are the seeds' means; the most confused
+    pair is the confusion matrix's largest off-diagonal cell; the summary carries the figures."""
+    import torch
+    from sklearn.metrics import f1_score
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    folder = tiny_run / RESULTS / "cnn_small_plain"
+    ece, f1, noise = [], [], []
+    for seed in SEEDS["cnn_small_plain"]:
+        metrics = read_json(folder / f"seed-{seed}" / "metrics.json")
+        with np.load(folder / f"seed-{seed}" / "test_scores.npz") as scores:
+            log_probs, labels = scores["log_probs"], scores["labels"].astype(np.int64)
+        probs = torch.from_numpy(log_probs.astype(np.float64)).softmax(dim=1)
+        expected = multiclass_calibration_error(probs, torch.from_numpy(labels), 10, n_bins=15)
+        assert metrics["calibration"]["ece"] == pytest.approx(float(expected), abs=1e-5)
+        ece.append(float(expected))
+        f1.append(f1_score(labels, log_probs.argmax(axis=1), average="macro", zero_division=0))
+        rows = read_rows(folder / f"seed-{seed}" / "robustness.csv")
+        assert len(rows) == 1 + 7 * 3 and {int(r["images"]) for r in rows} == {500}
+        noise.append(float(rows[3]["accuracy"]))  # gaussian_noise, severity 3
+        assert rows[3]["corruption"] == "gaussian_noise" and rows[3]["severity"] == "3"
+    table = {(r["row"], r["measure"]): r for r in read_rows(folder / "classification_report.csv")}
+    assert float(table["macro average", "f1"]["mean"]) == pytest.approx(np.mean(f1))
+    assert float(table["macro average", "f1"]["std"]) == pytest.approx(np.std(f1, ddof=1))
+    assert table["Bag", "recall"]["seeds_n"] == "2" and table["Bag", "recall"]["support"] == "1000"
+    robustness = {(r["corruption"], r["severity"]): r for r in read_rows(folder / "robustness.csv")}
+    assert float(robustness["gaussian_noise", "3"]["accuracy"]) == pytest.approx(np.mean(noise))
+    matrix = np.loadtxt(
+        folder / "seed-42" / "confusion_matrix.csv", delimiter=",", skiprows=1, usecols=range(1, 11)
+    )
+    np.fill_diagonal(matrix, -1)
+    true, predicted = np.unravel_index(matrix.argmax(), matrix.shape)
+    first = read_rows(folder / "confused_pairs.csv")[0]
+    assert int(first["images"]) == matrix.max()
+    assert (
+        matrix[CLASS_NAMES.index(first["true"]), CLASS_NAMES.index(first["predicted"])]
+        == (matrix[true, predicted])
+    )
+    summary = {
+        r["experiment"]: r for r in read_rows(tiny_run / RESULTS / "summary" / "summary.csv")
+    }
+    assert float(summary["cnn_small_plain"]["ece"]) == pytest.approx(np.mean(ece), abs=1e-5)
+    temperature = read_json(folder / "seed-42" / "metrics.json")["calibration"]["temperature"]
+    assert "never read" in temperature["fitted_on"] and temperature["fitted_images"] == 1000
 
 
 def test_metrics_carry_provenance(tiny_run):
@@ -293,6 +376,8 @@ def test_report_renders_and_carries_the_accuracies(tiny_run, tmp_path):
     html = report.read_text()
     assert "Comparisons" in html and "comparisons.html" in html
     assert "Sweep tiny_lr" in html and "sweep.png" in html
+    for name in ("reliability.png", "failures.png", "robustness.png", "classification_report.csv"):
+        assert name in html, name
     for row in read_rows(tiny_run / RESULTS / "summary" / "summary.csv"):
         assert f"{100 * float(row['test_accuracy']):.2f}%" in html, row["experiment"]
     screenshot = tmp_path / "report.png"

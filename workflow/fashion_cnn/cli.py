@@ -186,11 +186,15 @@ def cmd_evaluate_model(args) -> None:
     # lazy: each command loads only its own stage (see the module docstring)
     import numpy as np
 
-    from fashion_cnn.evaluation.evaluate import EvaluationOutputs, evaluate_model
+    from fashion_cnn.evaluation.evaluate import (
+        AssessmentOptions,
+        EvaluationOutputs,
+        evaluate_model,
+    )
     from fashion_cnn.evaluation.plots import plot_confusion_matrix
 
     outputs = EvaluationOutputs(
-        Path(args.metrics), Path(args.confusion_csv), Path(args.per_class_csv)
+        Path(args.metrics), Path(args.confusion_csv), Path(args.per_class_csv), Path(args.scores)
     )
     metrics = evaluate_model(
         Path(args.checkpoint),
@@ -199,6 +203,7 @@ def cmd_evaluate_model(args) -> None:
         device_spec=args.device,
         batch_size=args.batch_size,
         threads=args.threads,
+        assessment=AssessmentOptions(args.calibration_bins, args.temperature_images),
     )
     matrix = np.loadtxt(
         args.confusion_csv, delimiter=",", skiprows=1, usecols=range(1, 11), dtype=int
@@ -234,12 +239,17 @@ def cmd_aggregate_seeds(args) -> None:
         raise UserError(
             "aggregate-seeds needs one --histories file per --metrics file, in the same order."
         )
+    if len(args.metrics) != len(args.robustness):
+        raise UserError(
+            "aggregate-seeds needs one --robustness file per --metrics file, in the same order."
+        )
     aggregate_seeds(
         [Path(path) for path in args.metrics],
         [Path(path) for path in args.histories],
+        [Path(path) for path in args.robustness],
         Path(args.representative_confusion_csv),
         Path(args.representative_model_summary),
-        {
+        outputs={
             "metrics": Path(args.output_metrics),
             "per_seed": Path(args.output_per_seed),
             "curves": Path(args.output_curves),
@@ -323,6 +333,8 @@ def cmd_summarize_sweep(args) -> None:
 
 def cmd_summarize(args) -> None:
     # lazy: each command loads only its own stage (see the module docstring)
+    from fashion_cnn.evaluation.trust_plots import plot_robustness_across
+    from fashion_cnn.results.reading import read_metrics
     from fashion_cnn.results.summary import write_summary
 
     if len(args.metrics) != len(args.onnx_reports):
@@ -331,6 +343,46 @@ def cmd_summarize(args) -> None:
         )
     write_summary(
         args.metrics, args.onnx_reports, Path(args.csv), Path(args.markdown), Path(args.html)
+    )
+    if args.robustness_png:
+        plot_robustness_across(
+            [read_metrics(path, over_seeds=True) for path in args.metrics],
+            Path(args.robustness_png),
+        )
+
+
+def cmd_assess_robustness(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
+    from fashion_cnn.evaluation.robustness import assess_robustness
+
+    assess_robustness(
+        Path(args.checkpoint),
+        Path(args.data),
+        Path(args.output),
+        images=args.corruption_images,
+        device_spec=args.device,
+        batch_size=args.batch_size,
+        threads=args.threads,
+    )
+
+
+def cmd_assess_experiment(args) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
+    from fashion_cnn.results.assessment import AssessmentOutputs, Gallery, assess_experiment
+
+    assess_experiment(
+        Path(args.metrics),
+        Path(args.scores),
+        Path(args.data),
+        AssessmentOutputs(
+            classification_csv=Path(args.classification_csv),
+            robustness_csv=Path(args.robustness_csv),
+            robustness_png=Path(args.robustness_png),
+            reliability_png=Path(args.reliability_png),
+            pairs_csv=Path(args.pairs_csv),
+            failures_png=Path(args.failures_png),
+        ),
+        Gallery(args.gallery_pairs, args.gallery_images),
     )
 
 
@@ -488,11 +540,31 @@ def _train_arguments(sub: argparse.ArgumentParser) -> None:
 
 def _evaluate_arguments(sub: argparse.ArgumentParser) -> None:
     _required(
-        sub, "checkpoint", "data", "metrics", "confusion-csv", "confusion-png", "per-class-csv"
+        sub,
+        "checkpoint",
+        "data",
+        "metrics",
+        "confusion-csv",
+        "confusion-png",
+        "per-class-csv",
+        "scores",
     )
     sub.add_argument("--device", type=DEVICE, default="auto")
     sub.add_argument(
         "--batch-size", type=argument_type("engine.eval_batch_size", int), default=1000
+    )
+    _assessment_argument(sub, "calibration_bins")
+    _assessment_argument(sub, "temperature_images")
+
+
+def _assessment_argument(sub: argparse.ArgumentParser, key: str) -> None:
+    """``--KEY`` for one key of the config's ``assessment`` section, its default the schema's."""
+    schema = schema_at(f"assessment.{key}")
+    sub.add_argument(
+        f"--{key.replace('_', '-')}",
+        type=argument_type(schema, int),
+        default=schema["default"],
+        help=schema["description"],
     )
 
 
@@ -521,6 +593,9 @@ def _aggregate_arguments(sub: argparse.ArgumentParser) -> None:
         "--metrics", nargs="+", required=True, help="each seed's metrics.json, representative first"
     )
     sub.add_argument("--histories", nargs="+", required=True, help="each seed's history.csv")
+    sub.add_argument(
+        "--robustness", nargs="+", required=True, help="each seed's robustness.csv, same order"
+    )
     _required(sub, "representative-confusion-csv", "representative-model-summary")
     for name in ("metrics", "per-seed", "curves", "confusion-png", "model-summary"):
         sub.add_argument(f"--output-{name}", required=True)
@@ -574,6 +649,35 @@ def _summary_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--metrics", nargs="+", required=True)
     sub.add_argument("--onnx-reports", nargs="+", required=True)
     _required(sub, "csv", "markdown", "html")
+    sub.add_argument(
+        "--robustness-png", help="also plot every experiment's accuracy under corruption"
+    )
+
+
+def _robustness_arguments(sub: argparse.ArgumentParser) -> None:
+    _required(sub, "checkpoint", "data", "output")
+    sub.add_argument("--device", type=DEVICE, default="auto")
+    sub.add_argument(
+        "--batch-size", type=argument_type("engine.eval_batch_size", int), default=1000
+    )
+    _assessment_argument(sub, "corruption_images")
+
+
+def _assess_experiment_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--metrics", required=True, help="the experiment's metrics.json over seeds")
+    sub.add_argument("--scores", required=True, help="the representative seed's test_scores.npz")
+    sub.add_argument("--data", required=True)
+    _required(
+        sub,
+        "classification-csv",
+        "robustness-csv",
+        "robustness-png",
+        "reliability-png",
+        "pairs-csv",
+        "failures-png",
+    )
+    _assessment_argument(sub, "gallery_pairs")
+    _assessment_argument(sub, "gallery_images")
 
 
 COMMANDS = [
@@ -632,6 +736,20 @@ COMMANDS = [
         "test-set accuracy, per class, confusion matrix",
         _evaluate_arguments,
         threads=True,
+    ),
+    Command(
+        "assess-robustness",
+        cmd_assess_robustness,
+        "accuracy on corrupted test images: each corruption at three severities",
+        _robustness_arguments,
+        threads=True,
+    ),
+    Command(
+        "assess-experiment",
+        cmd_assess_experiment,
+        "beyond accuracy, over seeds: classification report, robustness, reliability diagram, "
+        "the most confident mistakes",
+        _assess_experiment_arguments,
     ),
     Command(
         "plot-filters",

@@ -294,9 +294,21 @@ def get_final_output():
                 "training_curves.png",
                 "model.onnx",
                 "onnx_check.json",
+                *ASSESSMENT_FILES,
             )
         ]
     return outputs
+
+
+# An experiment's files beyond accuracy (rule assess_experiment)
+ASSESSMENT_FILES = (
+    "classification_report.csv",
+    "robustness.csv",
+    "robustness.png",
+    "reliability.png",
+    "confused_pairs.csv",
+    "failures.png",
+)
 
 
 SWEEP_SUFFIXES = ("csv", "md", "html", "png")
@@ -325,7 +337,10 @@ def get_sweep_definition(wildcards):
 
 
 def get_summary_outputs():
-    return [f"{RESULTS}/summary/summary.{suffix}" for suffix in ("csv", "md", "html")]
+    return [
+        *(f"{RESULTS}/summary/summary.{suffix}" for suffix in ("csv", "md", "html")),
+        f"{RESULTS}/summary/robustness.png",
+    ]
 
 
 def get_all_metrics(wildcards):

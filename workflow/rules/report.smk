@@ -66,9 +66,16 @@ rule summarize:
             category="Summary",
             labels={"table": "test accuracy of every experiment"},
         ),
+        robustness=report(
+            f"{RESULTS}/summary/robustness.png",
+            caption="../report/robustness_across.rst",
+            category="Summary",
+            labels={"table": "accuracy under corruption, every experiment"},
+        ),
     log:
         f"{LOGS}/summarize.log",
     localrule: True
     shell:
         "python -m fashion_cnn summarize --metrics {input.metrics:q} --onnx-reports {input.onnx:q}"
-        " --csv {output.csv:q} --markdown {output.markdown:q} --html {output.html:q} --log {log:q}"
+        " --csv {output.csv:q} --markdown {output.markdown:q} --html {output.html:q}"
+        " --robustness-png {output.robustness:q} --log {log:q}"

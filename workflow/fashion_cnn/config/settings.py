@@ -229,6 +229,17 @@ class ExportSettings(_Settings):
 
 
 @dataclass(frozen=True)
+class AssessmentSettings(_Settings):
+    """The config's ``assessment`` section: calibration, the gallery of mistakes, corruptions."""
+
+    calibration_bins: int
+    temperature_images: int
+    corruption_images: int
+    gallery_pairs: int
+    gallery_images: int
+
+
+@dataclass(frozen=True)
 class PretrainedSettings(_Settings):
     """The config's ``pretrained`` section."""
 

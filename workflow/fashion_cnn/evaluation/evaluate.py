@@ -1,20 +1,24 @@
-"""Test-set evaluation: accuracy, per-class accuracy, confusion matrix, metrics.json."""
+"""Test-set evaluation: accuracy, per-class accuracy, confusion matrix, the classification report
+and calibration (``trust``), metrics.json, and the test set's scores for the figures."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from fashion_cnn import CLASS_NAMES
-from fashion_cnn.config.settings import ExperimentSettings
+from fashion_cnn.config.settings import EvaluationSettings, ExperimentSettings
 from fashion_cnn.core import provenance
-from fashion_cnn.core.files import write_csv, write_json
+from fashion_cnn.core.files import atomic_path, write_csv, write_json
 from fashion_cnn.data.dataset import load_prepared
+from fashion_cnn.evaluation.trust import held_out, log_probabilities, trust_record
 from fashion_cnn.models.catalog import parameter_count
 from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint
 from fashion_cnn.models.inference import predict
@@ -37,6 +41,15 @@ class EvaluationOutputs:
     metrics: Path
     confusion_csv: Path
     per_class_csv: Path
+    scores: Path  # the test set's log-probabilities and labels (.npz)
+
+
+@dataclass(frozen=True)
+class AssessmentOptions:
+    """What the evaluation asks beyond accuracy (the config's ``assessment`` section)."""
+
+    calibration_bins: int = 15
+    temperature_images: int = 5000
 
 
 def evaluate_model(
@@ -47,29 +60,32 @@ def evaluate_model(
     device_spec: str = "auto",
     batch_size: int = 1000,
     threads: int = 1,
+    assessment: AssessmentOptions = AssessmentOptions(),
 ) -> dict:
     """Score the test set with the checkpoint's model and its test-time views; write the
-    metrics, the confusion matrix and per-class accuracy. Returns the metrics."""
+    metrics (with the classification report and calibration), the confusion matrix, per-class
+    accuracy and the test set's scores. Returns the metrics."""
     set_threads(threads)
     device = resolve_device(device_spec)
     checkpoint, model = load_trained(checkpoint_path)
     arrays = load_prepared(data_path)
-    images, labels = arrays["test_images"], arrays["test_labels"].astype(np.int64)
+    labels = arrays["test_labels"].astype(np.int64)
     experiment = ExperimentSettings.from_dict(checkpoint["config"])
     views = experiment.evaluation
+    log_probs = _scorer(model, device, batch_size, views)
     started = time.perf_counter()
-    scores = predict(
-        model,
-        images,
-        device,
-        batch_size,
-        test_time_flip=views.test_time_flip,
-        test_time_shift=views.test_time_shift,
-    )
+    test_scores = log_probs(arrays["test_images"])
     seconds = time.perf_counter() - started
-    matrix = confusion_matrix(labels, scores.argmax(dim=1).numpy())
+    matrix = confusion_matrix(labels, test_scores.argmax(axis=1))
+    held = held_out(experiment, assessment.temperature_images, len(arrays["train_labels"]))
+
+    def held_out_scores() -> tuple[np.ndarray, np.ndarray]:
+        fit = held.fit
+        return log_probs(arrays["train_images"][fit]), arrays["train_labels"][fit].astype(np.int64)
+
     metrics = {
         **_test_metrics(checkpoint, experiment, model, matrix),
+        **trust_record((test_scores, labels), held, held_out_scores, assessment.calibration_bins),
         "training": _training_record(checkpoint),
         "evaluation": {"seconds": seconds, **views.as_dict()},
         "seed": checkpoint["seed"],
@@ -78,6 +94,7 @@ def evaluate_model(
         "provenance": provenance.provenance(device),
     }
     _write_tables(matrix, outputs)
+    write_scores(outputs.scores, test_scores, labels)
     write_json(outputs.metrics, metrics)
     log.info(
         "%s: test accuracy %.2f%% on %d images (%.1f s)",
@@ -87,6 +104,26 @@ def evaluate_model(
         seconds,
     )
     return metrics
+
+
+def _scorer(
+    model: nn.Module, device: torch.device, batch_size: int, views: EvaluationSettings
+) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 images -> log-probabilities (N, 10) with the experiment's test-time views."""
+    averaged = views.test_time_flip or bool(views.test_time_shift)
+
+    def log_probs(images: np.ndarray) -> np.ndarray:
+        scores = predict(
+            model,
+            images,
+            device,
+            batch_size,
+            test_time_flip=views.test_time_flip,
+            test_time_shift=views.test_time_shift,
+        )
+        return log_probabilities(scores.numpy(), averaged)
+
+    return log_probs
 
 
 def _test_metrics(
@@ -139,6 +176,17 @@ def _write_tables(matrix: np.ndarray, outputs: EvaluationOutputs) -> None:
             for n, a, c in zip(CLASS_NAMES, per_class, matrix.sum(axis=1), strict=True)
         ],
     )
+
+
+def write_scores(path: Path, log_probs: np.ndarray, labels: np.ndarray) -> None:
+    """The test set's log-probabilities (float32) and labels, for the figures drawn later."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, log_probs=log_probs.astype(np.float32), labels=labels.astype(np.uint8))
+
+
+def read_scores(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as scores:
+        return scores["log_probs"], scores["labels"].astype(np.int64)
 
 
 def load_trained(checkpoint_path: Path) -> tuple[dict, nn.Module]:

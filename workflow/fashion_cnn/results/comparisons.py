@@ -5,6 +5,10 @@ Two experiments run on the same seeds are compared seed by seed (a paired t-test
 the initialisation and the order of the batches, so pairing removes that part of the noise);
 otherwise Welch's t-test. With one run on either side there is no spread to compare with: the
 difference is given, and no test.
+
+Each pair is compared on its test accuracy, on its accuracy under corruption (the mean over
+every corruption and severity) and on its calibration error (ECE): does the chapter's
+augmentation, dropout or a frontier recipe change how the model holds up, or how honest it is?
 """
 
 from __future__ import annotations
@@ -20,9 +24,16 @@ from fashion_cnn.results.tables import html_page, markdown_table
 log = logging.getLogger(__name__)
 
 SIGNIFICANCE = 0.05
+# what a pair is compared on: the measure, and how a table names it
+MEASURES = {
+    "test_accuracy": "test accuracy",
+    "corrupted_accuracy": "accuracy under corruption",
+    "ece": "calibration error (ECE)",
+}
 COLUMNS = [
     "a",
     "b",
+    "measure",
     "test",
     "n_a",
     "n_b",
@@ -38,19 +49,29 @@ COLUMNS = [
 ]
 
 
-def compare(a: dict, b: dict) -> dict:
-    """Compare two experiments' aggregate metrics (``test_accuracy_over_seeds`` and ``seeds``)."""
+def over_seeds(metrics: dict, measure: str) -> dict:
+    """A measure's summary over seeds in an experiment's aggregate metrics."""
+    if measure == "test_accuracy":
+        summary: dict = metrics["test_accuracy_over_seeds"]
+        return summary
+    return dict(metrics["trust_over_seeds"][measure])
+
+
+def compare(a: dict, b: dict, measure: str = "test_accuracy") -> dict:
+    """Compare two experiments' aggregate metrics (the measure over seeds, and ``seeds``)."""
     from scipy import stats  # half a second, only when two experiments are compared
 
-    values_a = dict(zip(a["seeds"], a["test_accuracy_over_seeds"]["values"], strict=True))
-    values_b = dict(zip(b["seeds"], b["test_accuracy_over_seeds"]["values"], strict=True))
+    summary_a, summary_b = over_seeds(a, measure), over_seeds(b, measure)
+    values_a = dict(zip(a["seeds"], summary_a["values"], strict=True))
+    values_b = dict(zip(b["seeds"], summary_b["values"], strict=True))
     row = {
         "a": a["experiment"],
         "b": b["experiment"],
+        "measure": measure,
         "n_a": len(values_a),
         "n_b": len(values_b),
-        "mean_a": a["test_accuracy_over_seeds"]["mean"],
-        "mean_b": b["test_accuracy_over_seeds"]["mean"],
+        "mean_a": summary_a["mean"],
+        "mean_b": summary_b["mean"],
         "ci95_low": None,
         "ci95_high": None,
         "t": None,
@@ -101,6 +122,7 @@ def _display(row: dict) -> list[str]:
     )
     return [
         f"{row['a']} − {row['b']}",
+        MEASURES[row["measure"]],
         f"{percent(row['mean_a'])} (n={row['n_a']}) vs {percent(row['mean_b'])} (n={row['n_b']})",
         f"{100 * row['difference']:+.2f} points",
         interval,
@@ -109,7 +131,7 @@ def _display(row: dict) -> list[str]:
     ]
 
 
-HEADER = ["difference", "test accuracy", "a − b", "95% interval", "test", "in words"]
+HEADER = ["difference", "measure", "a vs b", "a − b", "95% interval", "test", "in words"]
 
 
 def write_comparisons(
@@ -118,7 +140,7 @@ def write_comparisons(
     """Compare every pair (a, b) from the experiments' aggregate metrics.json files; write the
     table as CSV, Markdown and HTML (``outputs`` keys: csv, markdown, html)."""
     metrics = {name: read_metrics(path, over_seeds=True) for name, path in metrics_paths.items()}
-    rows = [compare(metrics[a], metrics[b]) for a, b in pairs]
+    rows = [compare(metrics[a], metrics[b], measure) for a, b in pairs for measure in MEASURES]
     write_csv(outputs["csv"], COLUMNS, [[row[column] for column in COLUMNS] for row in rows])
     shown = [_display(row) for row in rows]
     write_text(outputs["markdown"], markdown_table(HEADER, shown))
@@ -126,11 +148,12 @@ def write_comparisons(
         outputs["html"],
         html_page(
             "fashion-cnn comparisons",
-            "fashion-cnn: differences in test accuracy, with their 95% interval",
+            "fashion-cnn: differences in test accuracy, accuracy under corruption and "
+            "calibration error, with their 95% interval",
             HEADER,
             shown,
         ),
     )
     for row in rows:
-        log.info("%s − %s: %s", row["a"], row["b"], row["verdict"])
+        log.info("%s − %s, %s: %s", row["a"], row["b"], row["measure"], row["verdict"])
     return rows

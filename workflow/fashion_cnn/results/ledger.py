@@ -114,7 +114,38 @@ def record_from_metrics(metrics: dict[str, Any], describe: dict[str, Any]) -> di
     for key in ("reference", "headline"):
         if describe.get(key) is not None:
             record[key] = describe[key]
+    if "trust_over_seeds" in metrics:
+        record["trust"] = _trust(metrics)
     return record
+
+
+TRUST_FIGURES = (
+    "macro_f1",
+    "top2_accuracy",
+    "ece",
+    "ece_after_temperature",
+    "nll",
+    "brier",
+    "corrupted_accuracy",
+)
+
+
+def _trust(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The figures beyond accuracy over the seeds (n, mean, std, every seed's value)."""
+
+    def over_seeds(summary: dict[str, Any]) -> dict[str, Any]:
+        return {key: summary[key] for key in ("n", "mean", "std", "values")}
+
+    trust: dict[str, Any] = {
+        name: over_seeds(metrics["trust_over_seeds"][name]) for name in TRUST_FIGURES
+    }
+    clean = metrics["robustness_over_seeds"]["none"]["0"]
+    trust["clean_accuracy"] = over_seeds(clean)
+    temperature = metrics["calibration"]["temperature"]
+    trust["temperature_fitted_on"] = (
+        f"{temperature['fitted_on']}; scored on {temperature['scored_on']}"
+    )
+    return trust
 
 
 DEVICE = re.compile(r"cpu \((?P<cpu>.*), (?P<cores>\d+) cores, (?P<threads>\d+) threads")

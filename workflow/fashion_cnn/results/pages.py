@@ -174,6 +174,11 @@ def render_page(
     measured = [r for r in records if r["kind"] in ("accuracy", "difference")]
     if measured:
         lines += ["", markdown_table([*HEADER, "machine"], [_row(r) for r in measured]).rstrip()]
+    assessed = [r for r in records if r.get("trust")]
+    if assessed:
+        lines += ["", "### Beyond accuracy", "", TRUST_INTRO, ""]
+        rows = [_trust_row(r) for r in assessed]
+        lines += [markdown_table(TRUST_HEADER, rows).rstrip()]
     fast = [r for r in records if r["kind"] == "speed"]
     if fast:
         rows = [_speed_row(r) for r in fast]
@@ -191,6 +196,41 @@ def render_page(
     return "\n".join(lines) + "\n"
 
 
+TRUST_INTRO = (
+    "The same runs, beyond accuracy ([docs/assessment.md](../assessment.md)): how good class by "
+    "class, how honest the probabilities are, how the model holds up on corrupted test images. "
+    "Each figure is mean ± std over the record's seeds (n); the machine and command are the "
+    "record's, below."
+)
+TRUST_HEADER = [
+    "result",
+    "test accuracy",
+    "macro F1",
+    "calibration error (ECE) → after temperature",
+    "NLL",
+    "accuracy under corruption (clean, same images)",
+]
+
+
+def _spread(summary: dict[str, Any], scale: float = 100, unit: str = "%") -> str:
+    if summary["std"] is None:
+        return f"{scale * summary['mean']:.2f}{unit} (n={summary['n']})"
+    return f"{scale * summary['mean']:.2f}{unit} ± {scale * summary['std']:.2f} (n={summary['n']})"
+
+
+def _trust_row(record: dict[str, Any]) -> list[str]:
+    trust = record["trust"]
+    link = f"[{record['name']}](#{_anchor(record['name'])})"
+    return [
+        link,
+        _spread(record["accuracy"]),
+        _spread(trust["macro_f1"]),
+        f"{_spread(trust['ece'])} → {_spread(trust['ece_after_temperature'])}",
+        _spread(trust["nll"], scale=1, unit=""),
+        f"{_spread(trust['corrupted_accuracy'])} ({_spread(trust['clean_accuracy'])})",
+    ]
+
+
 def _provenance_lines(record: dict[str, Any]) -> list[str]:
     software = ", ".join(f"{name} {version}" for name, version in record["software"].items())
     lines = [
@@ -203,6 +243,8 @@ def _provenance_lines(record: dict[str, Any]) -> list[str]:
     ]
     if record.get("training_time"):
         lines.append(f"training time per seed: {record['training_time']}")
+    if record.get("trust"):
+        lines.append(f"temperature fitted on {record['trust']['temperature_fitted_on']}")
     if record.get("note"):
         lines.append(record["note"])
     return lines

@@ -18,18 +18,37 @@ from fashion_cnn.config.schema import Validator
 from fashion_cnn.core.errors import UserError
 
 FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
+LOSS = {"type": "number", "minimum": 0}
 SEED_METRICS = {
     "type": "object",
-    "required": ["experiment", "seed", "test_accuracy", "test_images", "per_class_accuracy"],
+    "required": [
+        "experiment",
+        "seed",
+        "test_accuracy",
+        "test_images",
+        "per_class_accuracy",
+        "classification",
+        "calibration",
+    ],
     "properties": {
         "experiment": {"type": "string", "minLength": 1},
         "seed": {"type": "integer", "minimum": 0},
         "test_accuracy": FRACTION,
         "test_images": {"type": "integer", "minimum": 1},
         "per_class_accuracy": {"type": "object", "additionalProperties": FRACTION},
+        "classification": {
+            "type": "object",
+            "required": ["per_class", "macro", "weighted", "top2_accuracy"],
+            "properties": {"top2_accuracy": FRACTION},
+        },
+        "calibration": {
+            "type": "object",
+            "required": ["ece", "nll", "brier", "temperature"],
+            "properties": {"ece": FRACTION, "nll": LOSS, "brier": {**LOSS, "maximum": 2}},
+        },
     },
 }
-SPREAD = {
+SPREAD: dict[str, Any] = {
     "type": "object",
     "required": ["n", "mean", "std", "values"],
     "properties": {
@@ -41,12 +60,29 @@ SPREAD = {
 }
 OVER_SEEDS = {
     "type": "object",
-    "required": ["experiment", "test_accuracy", "seeds", "test_accuracy_over_seeds"],
+    "required": [
+        "experiment",
+        "test_accuracy",
+        "seeds",
+        "test_accuracy_over_seeds",
+        "trust_over_seeds",
+    ],
     "properties": {
         "experiment": {"type": "string", "minLength": 1},
         "test_accuracy": FRACTION,
         "seeds": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
         "test_accuracy_over_seeds": SPREAD,
+        "trust_over_seeds": {
+            "type": "object",
+            "additionalProperties": {
+                **SPREAD,
+                "properties": {
+                    **SPREAD["properties"],
+                    "mean": LOSS,
+                    "values": {"type": "array", "items": LOSS, "minItems": 1},
+                },
+            },
+        },
     },
 }
 

@@ -1,5 +1,6 @@
 """One table of every experiment: our test accuracy (mean ± std over n seeds, with its 95%
-interval) beside the chapter's, cost, device, weights."""
+interval) beside the chapter's, its calibration error and its accuracy under corruption, cost,
+device, weights."""
 
 from __future__ import annotations
 
@@ -33,6 +34,28 @@ COLUMNS = [
     "onnx_parity_max_abs_difference",
     "onnx_batch1_latency_ms_p50",
     "onnx_batch256_images_per_s",
+    "macro_f1",
+    "top2_accuracy",
+    "ece",
+    "ece_std",
+    "ece_after_temperature",
+    "temperature",
+    "nll",
+    "brier",
+    "corrupted_accuracy",
+    "corrupted_accuracy_std",
+    "clean_accuracy_corruption_images",
+]
+# beyond accuracy, over seeds (results.replicates.TRUST_MEASURES): the summary's columns
+TRUST_COLUMNS = [
+    "macro_f1",
+    "top2_accuracy",
+    "ece",
+    "ece_after_temperature",
+    "temperature",
+    "nll",
+    "brier",
+    "corrupted_accuracy",
 ]
 
 
@@ -64,9 +87,22 @@ def summary_rows(metrics_paths: list[Path], onnx_paths: list[Path]) -> list[dict
                 "onnx_parity_max_abs_difference": onnx["parity"]["max_abs_difference"],
                 "onnx_batch1_latency_ms_p50": onnx["onnxruntime"]["batch1_latency_ms_p50"],
                 "onnx_batch256_images_per_s": onnx["onnxruntime"]["batch256_images_per_s"],
+                **_trust_columns(metrics),
             }
         )
     return rows
+
+
+def _trust_columns(metrics: dict) -> dict:
+    trust = metrics["trust_over_seeds"]
+    columns = {name: trust[name]["mean"] for name in TRUST_COLUMNS}
+    columns["ece_std"] = trust["ece"]["std"]
+    columns["corrupted_accuracy_std"] = trust["corrupted_accuracy"]["std"]
+    columns["clean_accuracy_corruption_images"] = metrics["robustness_over_seeds"]["none"]["0"][
+        "mean"
+    ]
+    columns["trust"] = trust
+    return columns
 
 
 def display_rows(rows: list[dict]) -> list[list[str]]:
@@ -88,6 +124,10 @@ def display_rows(rows: list[dict]) -> list[list[str]]:
                 row["device"],
                 row["weights_source"],
                 f"{row['onnx_parity_max_abs_difference']:.1e}",
+                f"{percent_with_spread(row['trust']['ece'])} → "
+                f"{percent(row['ece_after_temperature'])}",
+                f"{percent_with_spread(row['trust']['corrupted_accuracy'])} "
+                f"(clean {percent(row['clean_accuracy_corruption_images'])})",
             ]
         )
     return shown
@@ -104,6 +144,8 @@ DISPLAY_HEADER = [
     "device",
     "weights",
     "ONNX max |diff|",
+    "calibration error (ECE) → after temperature",
+    "accuracy under corruption",
 ]
 
 
