@@ -155,6 +155,37 @@ CASES = {
         lambda t, m, d, c: _evaluate(t, d, _huge_model(t, c)),
         "holds settings no config allows",
     ),
+    "robustness on a corrupt checkpoint": (
+        lambda t, m, d, c: (
+            ["assess-robustness", "--checkpoint", _corrupt_checkpoint(t), "--data", d]
+            + ["--output", t / "r.csv"]
+        ),
+        "corrupt or not a PyTorch file",
+    ),
+    "robustness on 5 images": (
+        lambda t, m, d, c: (
+            ["assess-robustness", "--checkpoint", c, "--data", d, "--output", t / "r.csv"]
+            + ["--corruption-images", "5"]
+        ),
+        "argument --corruption-images: 5 is out of range; it must be at least 100",
+    ),
+    "assessing an experiment from a seed's metrics": (
+        lambda t, m, d, c: (
+            ["assess-experiment", "--metrics", _seed_metrics(t), "--scores", t / "s.npz"]
+            + ["--data", d]
+            + [
+                value
+                for n in ("classification", "robustness", "pairs")
+                for value in (f"--{n}-csv", t / f"{n}.csv")
+            ]
+            + [
+                value
+                for n in ("robustness", "reliability", "failures")
+                for value in (f"--{n}-png", t / f"{n}.png")
+            ]
+        ),
+        "is not a metrics file as this workflow writes it",
+    ),
     "evaluation batch size 0": (
         lambda t, m, d, c: _evaluate(t, d, c, "--batch-size", "0"),
         "argument --batch-size: 0 is out of range; it must be at least 1",
