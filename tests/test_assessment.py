@@ -180,3 +180,33 @@ def test_evaluation_writes_the_report_and_calibration_of_a_real_model(
     temperature = metrics["calibration"]["temperature"]
     assert "never read" in temperature["fitted_on"] and temperature["fitted_images"] == 5000
     assert temperature["after"]["nll"] <= temperature["before"]["nll"] + 1e-9
+
+
+def test_a_softmax_head_is_calibrated_on_its_probabilities(tmp_path, prepared_data):
+    """The chapter's exact model ends in a Softmax: its outputs are probabilities, and their
+    calibration is theirs (a second softmax would flatten every probability towards 1/10)."""
+    from conftest import tiny_training_job
+    from fashion_cnn.evaluation.evaluate import EvaluationOutputs, evaluate_model, read_scores
+    from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint
+    from fashion_cnn.training.engine import train_model
+
+    job = tiny_training_job(
+        tmp_path, prepared_data, train_subset=256, epochs=2, output_softmax=True
+    )
+    train_model(job)
+    outputs = EvaluationOutputs(*(tmp_path / n for n in ("m.json", "c.csv", "p.csv", "s.npz")))
+    metrics = evaluate_model(job.model_path, prepared_data, outputs, device_spec="cpu")
+    log_probs, labels = read_scores(outputs.scores)
+    checkpoint = load_checkpoint(job.model_path)
+    model = model_from_checkpoint(checkpoint, str(job.model_path)).eval()
+    with torch.no_grad():
+        images = (
+            torch.from_numpy(np.load(prepared_data)["test_images"][:100]).float()[:, None] / 255
+        )
+        probs = model(images).double().numpy()
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)  # the model's own Softmax
+    assert np.allclose(np.exp(log_probs[:100]), probs, atol=1e-5)
+    expected = calibration.scores(np.log(probs), labels[:100], bins=15)
+    mine = calibration.scores(log_probs[:100], labels[:100], bins=15)
+    assert mine == pytest.approx(expected, abs=1e-5)
+    assert metrics["calibration"]["nll"] < 2.2  # not the flattened ~log(10) = 2.30

@@ -72,7 +72,9 @@ def evaluate_model(
     labels = arrays["test_labels"].astype(np.int64)
     experiment = ExperimentSettings.from_dict(checkpoint["config"])
     views = experiment.evaluation
-    log_probs = _scorer(model, device, batch_size, views)
+    # a Softmax head (the chapter's exact model) outputs probabilities, not scores
+    softmax_head = experiment.model.output_softmax
+    log_probs = _scorer(model, device, batch_size, views, softmax_head=softmax_head)
     started = time.perf_counter()
     test_scores = log_probs(arrays["test_images"])
     seconds = time.perf_counter() - started
@@ -107,10 +109,16 @@ def evaluate_model(
 
 
 def _scorer(
-    model: nn.Module, device: torch.device, batch_size: int, views: EvaluationSettings
+    model: nn.Module,
+    device: torch.device,
+    batch_size: int,
+    views: EvaluationSettings,
+    *,
+    softmax_head: bool,
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """uint8 images -> log-probabilities (N, 10) with the experiment's test-time views."""
-    averaged = views.test_time_flip or bool(views.test_time_shift)
+    """uint8 images -> log-probabilities (N, 10) with the experiment's test-time views (whose
+    mean softmax is a probability, as a Softmax head's output is)."""
+    averaged = views.test_time_flip or bool(views.test_time_shift) or softmax_head
 
     def log_probs(images: np.ndarray) -> np.ndarray:
         scores = predict(

@@ -75,7 +75,7 @@ def held_out(
 
 def log_probabilities(scores: np.ndarray, averaged: bool) -> np.ndarray:
     """Log-probabilities from the evaluation's scores: raw outputs (log-softmax) or, with
-    test-time views, the mean softmax (its log)."""
+    test-time views or a Softmax head (``averaged``), probabilities (their log)."""
     scores = np.asarray(scores, dtype=np.float64)
     if averaged:
         return np.log(np.clip(scores, 1e-12, None))
