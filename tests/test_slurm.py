@@ -41,6 +41,7 @@ SUBMITTED_RULES = {  # every rule that is not a localrule
     "plot_augmentations",
     "train_model",
     "evaluate_model",
+    "assess_robustness",
     "plot_filters",
     "export_onnx",
 }
@@ -86,6 +87,7 @@ MEMORY_OVERRIDES = [
     "--set-resources",
     "train_model:mem_mb=1500",
     "evaluate_model:mem_mb=1500",
+    "assess_robustness:mem_mb=1500",
     "export_onnx:mem_mb=1500",
 ]
 
@@ -170,7 +172,8 @@ def test_workflow_runs_through_sbatch(cluster, tmp_path):
     assert all(job["NumCPUs"] == "2" for job in training), [job["NumCPUs"] for job in training]
     # each seed of the experiment and of the sweep's point is its own training and evaluation job
     assert len(training) == 4 and len(submitted["evaluate_model"]) == 4
-    assert len(job_ids) == len(SUBMITTED_RULES) + 6
+    assert len(submitted["assess_robustness"]) == 4
+    assert len(job_ids) == len(SUBMITTED_RULES) + 9
     for run in ("cnn_small_plain", POINT):
         for seed in (1, 2):
             assert (results / run / f"seed-{seed}" / "model.pt").is_file(), (run, seed)
