@@ -146,6 +146,63 @@ def test_a_workflow_result_published_and_rendered(tmp_path, real_checkpoint, pre
     assert "Beyond accuracy" in page and "never read" in page
     shown = trust["ece"]
     assert f"{100 * shown['mean']:.2f}% ± {100 * shown['std']:.2f} (n=2) →" in page
+    _publish_a_comparison(tmp_path, per_seed, robustness, describe)
+
+
+def _publish_a_comparison(tmp_path, per_seed, robustness, describe):
+    """The same seeds as two experiments, b's corrupted accuracy lower by 1 and 3 points; their
+    comparison written by compare_experiments' code, published as a difference record and
+    rendered: the paired t-test's figures are scipy's."""
+    from fashion_cnn.results.comparisons import write_comparisons
+    from fashion_cnn.results.ledger import publish_comparison
+    from fashion_cnn.results.replicates import aggregate_metrics
+    from scipy import stats
+
+    results = tmp_path / "results"
+    shifted = [
+        [dict(row, accuracy=row["accuracy"] - drop) for row in rows]
+        for rows, drop in zip(robustness, (0.01, 0.03), strict=True)
+    ]
+    paths = {}
+    for name, rows in (("a", robustness), ("b", shifted)):
+        metrics = aggregate_metrics([dict(m, experiment=name) for m in per_seed], rows)
+        paths[name] = results / name / "metrics.json"
+        paths[name].parent.mkdir(parents=True)
+        paths[name].write_text(json.dumps(metrics))
+    table = results / "comparisons" / "comparisons.csv"
+    outputs = {
+        "csv": table,
+        "markdown": table.with_suffix(".md"),
+        "html": table.with_suffix(".html"),
+    }
+    write_comparisons([("a", "b")], paths, outputs)
+    ledger = tmp_path / "ledger"
+    record_path = publish_comparison(
+        table,
+        ("a", "b"),
+        "corrupted_accuracy",
+        dict(describe, name="a_b.robustness", title="a against b, under corruption"),
+        ledger,
+    )
+    record = json.loads(record_path.read_text())
+    difference = record["difference"]
+    assert difference["measure"] == "corrupted_accuracy" and difference["n"] == 2
+    assert difference["difference"] == pytest.approx(0.02)
+    per_seed_a = [
+        np.mean([r["accuracy"] for r in rows if r["corruption"] != "none"]) for rows in robustness
+    ]
+    per_seed_b = [
+        np.mean([r["accuracy"] for r in rows if r["corruption"] != "none"]) for rows in shifted
+    ]
+    expected = stats.ttest_rel(per_seed_a, per_seed_b)
+    assert difference["p_value"] == pytest.approx(expected.pvalue)
+    published = {r["name"]: r for r in load_records(ledger)}
+    assert record["machine"] == published["tiny.2seeds"]["machine"]  # a's, from its metrics
+    readme = tmp_path / "README.md"
+    page = rendered(ledger, readme, tmp_path / "pages")[tmp_path / "pages" / "chapter.md"]
+    assert "(a − b, accuracy under corruption, n=2)" in page
+    with pytest.raises(UserError, match="has no comparison a − b on nll"):
+        publish_comparison(table, ("a", "b"), "nll", describe, ledger)
 
 
 def test_publishing_a_seeds_own_metrics_is_refused(tmp_path):

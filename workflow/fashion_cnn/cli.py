@@ -32,6 +32,7 @@ from fashion_cnn.core.attempts import (
     start_attempt,
 )
 from fashion_cnn.core.errors import TrainingInterrupted, UserError
+from fashion_cnn.results.comparisons import MEASURES as COMPARED_MEASURES
 from fashion_cnn.tools.benchmark.arguments import add_arguments as add_benchmark_arguments
 
 log = logging.getLogger("fashion_cnn")
@@ -399,20 +400,36 @@ def cmd_publish(args) -> None:
     from fashion_cnn.results.ledger import LEDGER, publish, publish_benchmark
 
     folder = Path(args.ledger or LEDGER)
+    if args.metrics.endswith(".csv"):  # compare_experiments' table: one pair and measure of it
+        _publish_comparison(args, folder)
+        return
     if "machine" in read_json(args.metrics):  # the benchmark command's JSON: its own command
         describe = {"name": args.as_name, "shared": args.shared, "cpu": args.cpu}
         for path in publish_benchmark(Path(args.metrics), describe, folder):
             log.info("published %s", path)
         log.info("run make docs to render the pages")
         return
-    given = {"--question": args.question, "--title": args.title, "--command": args.command_line}
+    describe = _record_description(args, "an experiment's results", {})
+    path = publish(Path(args.metrics), describe, folder)
+    log.info("published %s; run make docs to render the pages", path)
+
+
+def _record_description(args, what: str, options: dict) -> dict:
+    """What a record says of itself from publish's options; one paragraph naming any missing
+    (``options``: the ones this kind of record needs besides page, title and command)."""
+    given = {
+        **options,
+        "--question": args.question,
+        "--title": args.title,
+        "--command": args.command_line,
+    }
     missing = [option for option, value in given.items() if not value]
     if missing:
         raise UserError(
-            f"publish {args.metrics}: an experiment's results need {', '.join(missing)} (which "
-            "page, what was measured, and the exact command that ran it)."
+            f"publish {args.metrics}: {what} need {', '.join(missing)} (which page, what was "
+            "measured, and the exact command that ran it)."
         )
-    describe = {
+    return {
         "name": args.as_name,
         "question": args.question,
         "title": args.title,
@@ -421,7 +438,16 @@ def cmd_publish(args) -> None:
         "reference": args.reference,
         "headline": args.headline or None,
     }
-    path = publish(Path(args.metrics), describe, folder)
+
+
+def _publish_comparison(args, folder: Path) -> None:
+    # lazy: each command loads only its own stage (see the module docstring)
+    from fashion_cnn.results.ledger import publish_comparison
+
+    options = {"--pair": args.pair, "--measure": args.measure}
+    describe = _record_description(args, "a comparison's record and its pair and measure", options)
+    pair = (args.pair[0], args.pair[1])
+    path = publish_comparison(Path(args.metrics), pair, args.measure, describe, folder)
     log.info("published %s; run make docs to render the pages", path)
 
 
@@ -625,8 +651,9 @@ def _sweep_arguments(sub: argparse.ArgumentParser) -> None:
 def _publish_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "metrics",
-        help="an experiment's aggregate results/<experiment>/metrics.json, or the benchmark "
-        "command's JSON (one speed record per workload and switch set)",
+        help="an experiment's aggregate results/<experiment>/metrics.json, the benchmark "
+        "command's JSON (one speed record per workload and switch set), or "
+        "results/comparisons/comparisons.csv (one difference record: --pair, --measure)",
     )
     sub.add_argument("--as", dest="as_name", required=True, help="the record's name")
     sub.add_argument(
@@ -643,6 +670,14 @@ def _publish_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--reference", help="the chapter's figure for the same recipe")
     sub.add_argument("--headline", action="store_true", help="in the README's table too")
     sub.add_argument("--ledger", help="the ledger's folder (default: docs/ledger)")
+    sub.add_argument(
+        "--pair", nargs=2, metavar=("A", "B"), help="of a comparisons.csv: the pair A − B"
+    )
+    sub.add_argument(
+        "--measure",
+        choices=list(COMPARED_MEASURES),
+        help="of a comparisons.csv: what the pair is compared on",
+    )
 
 
 def _summary_arguments(sub: argparse.ArgumentParser) -> None:

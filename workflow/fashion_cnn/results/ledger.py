@@ -11,6 +11,7 @@ the records. Torch-free.
 
 from __future__ import annotations
 
+import csv
 import functools
 import re
 from pathlib import Path
@@ -262,6 +263,59 @@ def publish_benchmark(path: Path, describe: dict[str, Any], folder: Path = LEDGE
         write_json(target, checked)
         paths.append(target)
     return paths
+
+
+def record_from_comparison(
+    row: dict[str, str], metrics: dict[str, Any], describe: dict[str, Any]
+) -> dict[str, Any]:
+    """A difference record of one row of compare_experiments' comparisons.csv; the machine,
+    software, commit and date are those of experiment a's aggregate metrics.json (``metrics``)."""
+    record = record_from_metrics(metrics, describe)
+    for key in ("accuracy", "trust", "settings", "training_time"):
+        record.pop(key, None)
+    if row["p_value"] in ("", None):
+        raise UserError(
+            f"The comparison {row['a']} − {row['b']} ({row['measure']}) has no test (one run on a "
+            "side): a difference record needs the t-test; run more seeds."
+        )
+    record["kind"] = "difference"
+    record["difference"] = {
+        "a": row["a"],
+        "b": row["b"],
+        "measure": row["measure"],
+        "n": min(int(row["n_a"]), int(row["n_b"])),
+        "difference": float(row["difference"]),
+        "ci95": [float(row["ci95_low"]), float(row["ci95_high"])],
+        "p_value": float(row["p_value"]),
+        "test": f"{row['test']}, t = {float(row['t']):.2f}, {float(row['df']):.0f} df",
+    }
+    return record
+
+
+def publish_comparison(
+    csv_path: Path, pair: tuple[str, str], measure: str, describe: dict[str, Any], folder: Path
+) -> Path:
+    """Add (or replace) the difference record of one pair and measure of a comparisons.csv
+    (results/comparisons/), its machine from results/<a>/metrics.json beside it."""
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    chosen = [r for r in rows if (r["a"], r["b"], r.get("measure")) == (*pair, measure)]
+    if not chosen:
+        raise UserError(
+            f"{csv_path} has no comparison {pair[0]} − {pair[1]} on {measure}; publish a pair "
+            "and measure it holds (columns a, b, measure)."
+        )
+    metrics_path = csv_path.parent.parent / pair[0] / "metrics.json"
+    if not metrics_path.is_file():
+        raise UserError(
+            f"{metrics_path} is missing: a comparison's record takes its machine and commit from "
+            f"experiment {pair[0]}'s metrics.json, in the results folder beside comparisons/."
+        )
+    record = record_from_comparison(chosen[0], read_json(metrics_path), describe)
+    checked = check_record(record, str(csv_path))
+    path = folder / f"{checked['name']}.json"
+    write_json(path, checked)
+    return path
 
 
 def publish(metrics_path: Path, describe: dict[str, Any], folder: Path = LEDGER) -> Path:

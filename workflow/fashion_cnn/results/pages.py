@@ -13,6 +13,7 @@ from typing import Any
 from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.files import write_text
 from fashion_cnn.core.text import format_duration
+from fashion_cnn.results.comparisons import MEASURES
 from fashion_cnn.results.ledger import LEDGER, QUESTIONS, REPOSITORY, load_records
 from fashion_cnn.results.stats import percent, percent_with_spread
 from fashion_cnn.results.tables import markdown_table
@@ -45,9 +46,10 @@ def _difference_cells(record: dict[str, Any]) -> list[str]:
     difference = record["difference"]
     low, high = difference["ci95"]
     test = difference.get("test", "paired t-test")
+    measure = MEASURES[difference.get("measure", "test_accuracy")]
     return [
         f"**{100 * difference['difference']:+.2f} points** ({difference['a']} − {difference['b']}, "
-        f"n={difference['n']})",
+        f"{measure}, n={difference['n']})",
         f"{100 * low:+.2f} to {100 * high:+.2f} points",
         f"{test}: p = {difference['p_value']:.2g}",
     ]
