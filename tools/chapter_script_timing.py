@@ -107,7 +107,8 @@ def engine_test_accuracy(data: Path, folder: Path, threads: int) -> float:
         "--metrics", str(folder / "metrics.json"),
         "--confusion-csv", str(folder / "confusion.csv"),
         "--confusion-png", str(folder / "confusion.png"),
-        "--per-class-csv", str(folder / "per_class.csv"), "--threads", str(threads),
+        "--per-class-csv", str(folder / "per_class.csv"), "--scores", str(folder / "scores.npz"),
+        "--threads", str(threads),
     ]  # fmt: skip
     subprocess.run(command, check=True, env=environment(package=True), capture_output=True)
     return float(json.loads((folder / "metrics.json").read_text())["test_accuracy"])
