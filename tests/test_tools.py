@@ -101,3 +101,8 @@ def test_the_chapter_script_and_the_engine_are_timed_as_whole_processes(
     assert 0 < report["engine_process"]["test_accuracy"] <= 1
     (engine_seconds,) = report["engine_process"]["seconds"]
     assert report["images_per_second"]["engine_process"] == [512 / engine_seconds]
+    # every epoch's saved state, timed as it appeared and tested after the run
+    curve = report["engine_process"]["epochs"]
+    assert [row["epoch"] for row in curve] == [1, 2]
+    assert 0 < curve[0]["seconds"] < curve[1]["seconds"] <= engine_seconds
+    assert curve[1]["test_accuracy"] == report["engine_process"]["test_accuracy"]
