@@ -145,7 +145,7 @@ def test_a_workflow_result_published_and_rendered(tmp_path, real_checkpoint, pre
     assert trust["corrupted_accuracy"]["mean"] == pytest.approx(np.mean(corrupted))
     assert "Beyond accuracy" in page and "never read" in page
     shown = trust["ece"]
-    assert f"{100 * shown['mean']:.2f}% ± {100 * shown['std']:.2f} (n=2) →" in page
+    assert f"{100 * shown['mean']:.2f}% ± {100 * shown['std']:.2f} (n=2);" in page
     _publish_a_comparison(tmp_path, per_seed, robustness, describe)
 
 

@@ -50,7 +50,10 @@ def _metrics(seed, accuracy, experiment="cnn_small_plain"):
             "weighted": scores,
             "top2_accuracy": accuracy,
         },
-        "calibration": {**calibration, "temperature": {"value": 1.5, "after": calibration}},
+        "calibration": {
+            **calibration,
+            "temperature": {"value": 1.5, "before": calibration, "after": calibration},
+        },
         "config": {"seed": seed, "seeds": [seed]},
     }
 

@@ -124,6 +124,7 @@ TRUST_FIGURES = (
     "macro_f1",
     "top2_accuracy",
     "ece",
+    "ece_before_temperature",
     "ece_after_temperature",
     "nll",
     "brier",

@@ -208,7 +208,7 @@ TRUST_HEADER = [
     "result",
     "test accuracy",
     "macro F1",
-    "calibration error (ECE) → after temperature",
+    "calibration error (ECE); with temperature scaling, before → after on the same images",
     "NLL",
     "accuracy under corruption (clean, same images)",
 ]
@@ -227,7 +227,8 @@ def _trust_row(record: dict[str, Any]) -> list[str]:
         link,
         _spread(record["accuracy"]),
         _spread(trust["macro_f1"]),
-        f"{_spread(trust['ece'])} → {_spread(trust['ece_after_temperature'])}",
+        f"{_spread(trust['ece'])}; {_spread(trust['ece_before_temperature'])} → "
+        f"{_spread(trust['ece_after_temperature'])}",
         _spread(trust["nll"], scale=1, unit=""),
         f"{_spread(trust['corrupted_accuracy'])} ({_spread(trust['clean_accuracy'])})",
     ]

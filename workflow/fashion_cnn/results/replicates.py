@@ -53,6 +53,9 @@ TRUST_MEASURES: dict[str, Callable[[dict], float]] = {
     "nll": lambda m: m["calibration"]["nll"],
     "brier": lambda m: m["calibration"]["brier"],
     "temperature": lambda m: m["calibration"]["temperature"]["value"],
+    # before and after temperature scaling on the same images (the test set, or its second
+    # half when the first was held out to fit the temperature)
+    "ece_before_temperature": lambda m: m["calibration"]["temperature"]["before"]["ece"],
     "ece_after_temperature": lambda m: m["calibration"]["temperature"]["after"]["ece"],
     "nll_after_temperature": lambda m: m["calibration"]["temperature"]["after"]["nll"],
 }

@@ -38,6 +38,7 @@ COLUMNS = [
     "top2_accuracy",
     "ece",
     "ece_std",
+    "ece_before_temperature",
     "ece_after_temperature",
     "temperature",
     "nll",
@@ -51,6 +52,7 @@ TRUST_COLUMNS = [
     "macro_f1",
     "top2_accuracy",
     "ece",
+    "ece_before_temperature",
     "ece_after_temperature",
     "temperature",
     "nll",
@@ -124,7 +126,8 @@ def display_rows(rows: list[dict]) -> list[list[str]]:
                 row["device"],
                 row["weights_source"],
                 f"{row['onnx_parity_max_abs_difference']:.1e}",
-                f"{percent_with_spread(row['trust']['ece'])} → "
+                f"{percent_with_spread(row['trust']['ece'])}; "
+                f"{percent(row['ece_before_temperature'])} → "
                 f"{percent(row['ece_after_temperature'])}",
                 f"{percent_with_spread(row['trust']['corrupted_accuracy'])} "
                 f"(clean {percent(row['clean_accuracy_corruption_images'])})",
@@ -144,7 +147,7 @@ DISPLAY_HEADER = [
     "device",
     "weights",
     "ONNX max |diff|",
-    "calibration error (ECE) → after temperature",
+    "calibration error (ECE); with temperature scaling, before → after on the same images",
     "accuracy under corruption",
 ]
 
