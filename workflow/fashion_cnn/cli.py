@@ -437,6 +437,7 @@ def _record_description(args, what: str, options: dict) -> dict:
         "shared": args.shared,
         "reference": args.reference,
         "headline": args.headline or None,
+        "cpu": args.cpu,
     }
 
 

@@ -117,6 +117,8 @@ def record_from_metrics(metrics: dict[str, Any], describe: dict[str, Any]) -> di
             record[key] = describe[key]
     if "trust_over_seeds" in metrics:
         record["trust"] = _trust(metrics)
+    if describe.get("cpu"):  # the CPU with the flags that matter, where its name says too little
+        record["machine"]["cpu"] = describe["cpu"]
     return record
 
 
