@@ -335,21 +335,17 @@ def cmd_summarize_sweep(args) -> None:
 def cmd_summarize(args) -> None:
     # lazy: each command loads only its own stage (see the module docstring)
     from fashion_cnn.evaluation.trust_plots import plot_robustness_across
-    from fashion_cnn.results.reading import read_metrics
     from fashion_cnn.results.summary import write_summary
 
     if len(args.metrics) != len(args.onnx_reports):
         raise UserError(
             "summarize needs one --onnx-reports file per --metrics file, in the same order."
         )
-    write_summary(
+    rows = write_summary(
         args.metrics, args.onnx_reports, Path(args.csv), Path(args.markdown), Path(args.html)
     )
     if args.robustness_png:
-        plot_robustness_across(
-            [read_metrics(path, over_seeds=True) for path in args.metrics],
-            Path(args.robustness_png),
-        )
+        plot_robustness_across(rows, Path(args.robustness_png))
 
 
 def cmd_assess_robustness(args) -> None:

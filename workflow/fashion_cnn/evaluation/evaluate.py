@@ -74,7 +74,7 @@ def evaluate_model(
     views = experiment.evaluation
     # a Softmax head (the chapter's exact model) outputs probabilities, not scores
     softmax_head = experiment.model.output_softmax
-    log_probs = _scorer(model, device, batch_size, views, softmax_head=softmax_head)
+    log_probs = scorer(model, device, batch_size, views, softmax_head=softmax_head)
     started = time.perf_counter()
     test_scores = log_probs(arrays["test_images"])
     seconds = time.perf_counter() - started
@@ -108,7 +108,7 @@ def evaluate_model(
     return metrics
 
 
-def _scorer(
+def scorer(
     model: nn.Module,
     device: torch.device,
     batch_size: int,

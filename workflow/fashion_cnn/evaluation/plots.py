@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 DPI = 100
 
 
-def _save(figure, path: Path) -> None:
+def save_and_close(figure, path: Path) -> None:
     figure.tight_layout()
     save_figure(figure, path, dpi=DPI)
     plt.close(figure)
@@ -40,13 +40,13 @@ def plot_samples(
         axis.imshow(images[index], cmap="gray")
         axis.set_title(CLASS_NAMES[labels[index]])
         axis.axis("off")
-    _save(figure, grid_path)
+    save_and_close(figure, grid_path)
 
     figure, axis = plt.subplots(figsize=(5, 4))
     shown = axis.imshow(images[0], cmap="gray")
     figure.colorbar(shown, ax=axis)
     axis.set_title(f"{CLASS_NAMES[labels[0]]} (pixel values 0-255)")
-    _save(figure, colorbar_path)
+    save_and_close(figure, colorbar_path)
 
 
 def _row(axes, images: list[torch.Tensor], titles: list[str]) -> None:
@@ -81,7 +81,7 @@ def plot_augmentations(images: np.ndarray, output_folder: Path, seed: int) -> li
         figure, axes = plt.subplots(1, len(shown), figsize=(3 * len(shown), 3.4))
         _row(axes, [picture for _, picture in shown], [title for title, _ in shown])
         path = output_folder / f"{name}.png"
-        _save(figure, path)
+        save_and_close(figure, path)
         paths.append(path)
     return paths
 
@@ -113,7 +113,7 @@ def plot_filters(
                 ha="center",
                 va="center",
             )
-            _save(figure, path)
+            save_and_close(figure, path)
         return
     is_resnet = filters == "first"
     chapter_name, chapter_conv = convs[0] if is_resnet else convs[-1]
@@ -121,7 +121,7 @@ def plot_filters(
     figure, axes = plt.subplots(4, 4, figsize=(6, 6))
     _filter_grid(axes, weights[:16])
     figure.suptitle(f"{chapter_name}: first 16 filters, input channel 0")
-    _save(figure, chapter_path)
+    save_and_close(figure, chapter_path)
 
     if is_resnet:
         figure, axes = plt.subplots(8, 8, figsize=(8, 8))
@@ -139,7 +139,7 @@ def plot_filters(
                 fontsize=9,
             )
         figure.suptitle("first 16 filters of every conv layer, input channel 0")
-    _save(figure, layers_path)
+    save_and_close(figure, layers_path)
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
@@ -203,7 +203,7 @@ def plot_history(history_paths: list[Path], output: Path, title: str) -> list[st
         axes[1].legend(loc="best", title="band: ± 1 std" if n > 1 else None)
         drawn.append("pseudo-labels passed")
     figure.suptitle(title)  # once, above both panels: a sweep point's name is long
-    _save(figure, output)
+    save_and_close(figure, output)
     return drawn
 
 
@@ -226,7 +226,7 @@ def plot_confusion_matrix(matrix: np.ndarray, output: Path, title: str) -> None:
                 fontsize=7,
                 color="white" if matrix[i, j] > threshold else "black",
             )
-    _save(figure, output)
+    save_and_close(figure, output)
 
 
 def plot_sweep(definition: dict, metrics: list[dict], best_index: int, output: Path) -> None:
@@ -249,7 +249,7 @@ def plot_sweep(definition: dict, metrics: list[dict], best_index: int, output: P
         "star: best mean",
         fontsize="medium",
     )
-    _save(figure, output)
+    save_and_close(figure, output)
 
 
 def _sweep_axis(axis, key: str, definition: dict, summaries: list[dict], best_index: int) -> None:

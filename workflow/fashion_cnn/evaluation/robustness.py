@@ -20,8 +20,7 @@ from fashion_cnn.evaluation.corruptions import (
     corrupt,
     mean_corrupted_accuracy,
 )
-from fashion_cnn.evaluation.evaluate import load_trained
-from fashion_cnn.models.inference import accuracy_from_scores, predict
+from fashion_cnn.evaluation.evaluate import load_trained, scorer
 from fashion_cnn.training.device import resolve_device, set_threads
 
 log = logging.getLogger(__name__)
@@ -42,20 +41,19 @@ def assess_robustness(
     set_threads(threads)
     device = resolve_device(device_spec)
     checkpoint, model = load_trained(checkpoint_path)
-    views = ExperimentSettings.from_dict(checkpoint["config"]).evaluation
+    experiment = ExperimentSettings.from_dict(checkpoint["config"])
+    log_probs = scorer(
+        model,
+        device,
+        batch_size,
+        experiment.evaluation,
+        softmax_head=experiment.model.output_softmax,
+    )
     arrays = load_prepared(data_path)
     clean, labels = arrays["test_images"][:images], arrays["test_labels"][:images]
 
     def accuracy(batch: np.ndarray) -> float:
-        scores = predict(
-            model,
-            batch,
-            device,
-            batch_size,
-            test_time_flip=views.test_time_flip,
-            test_time_shift=views.test_time_shift,
-        )
-        return accuracy_from_scores(scores, labels)
+        return float((log_probs(batch).argmax(axis=1) == labels).mean())
 
     started = time.perf_counter()
     rows = [_row(CLEAN, 0, accuracy(clean), len(labels))]

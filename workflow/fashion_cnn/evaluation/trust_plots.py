@@ -8,7 +8,7 @@ import numpy as np
 from fashion_cnn import CLASS_NAMES
 from fashion_cnn.evaluation import calibration
 from fashion_cnn.evaluation.corruptions import CLEAN, CORRUPTIONS, SEVERITIES
-from fashion_cnn.evaluation.plots import _save, plt
+from fashion_cnn.evaluation.plots import plt, save_and_close
 
 
 def plot_reliability(
@@ -57,7 +57,7 @@ def plot_reliability(
         bottom.bar(centres, table["counts"] / len(labels), width=width, color="grey")
         bottom.set(xlabel="confidence (top class's probability)", ylabel="share of images")
     figure.suptitle(title)
-    _save(figure, output)
+    save_and_close(figure, output)
 
 
 def confused_pairs(matrix: np.ndarray) -> list[dict]:
@@ -121,7 +121,7 @@ def plot_failures(images: np.ndarray, gallery: list[tuple[dict, list]], output, 
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     figure.suptitle(title)
     figure.subplots_adjust(left=0.22)
-    _save(figure, output)
+    save_and_close(figure, output)
 
 
 def plot_robustness(robustness: dict, output, title: str) -> None:
@@ -144,12 +144,13 @@ def plot_robustness(robustness: dict, output, title: str) -> None:
     )
     axis.grid(alpha=0.3)
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    _save(figure, output)
+    save_and_close(figure, output)
 
 
 def plot_robustness_across(rows: list[dict], output) -> None:
     """Every experiment's accuracy per corruption (mean over severities and seeds) beside its
-    clean accuracy on the same images."""
+    clean accuracy on the same images (``rows``: each with ``experiment`` and
+    ``robustness_over_seeds``, as the summary's rows and the aggregate metrics have them)."""
     names = [CLEAN, *CORRUPTIONS]
     figure, axis = plt.subplots(figsize=(max(8, 1.3 * len(names)) + 3, 5))
     width = 0.8 / max(len(rows), 1)
@@ -174,4 +175,4 @@ def plot_robustness_across(rows: list[dict], output) -> None:
     )
     axis.grid(alpha=0.3, axis="y")
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    _save(figure, output)
+    save_and_close(figure, output)

@@ -214,23 +214,21 @@ TRUST_HEADER = [
 ]
 
 
-def _spread(summary: dict[str, Any], scale: float = 100, unit: str = "%") -> str:
-    if summary["std"] is None:
-        return f"{scale * summary['mean']:.2f}{unit} (n={summary['n']})"
-    return f"{scale * summary['mean']:.2f}{unit} ± {scale * summary['std']:.2f} (n={summary['n']})"
-
-
 def _trust_row(record: dict[str, Any]) -> list[str]:
     trust = record["trust"]
     link = f"[{record['name']}](#{_anchor(record['name'])})"
+    nll = trust["nll"]
+    spread = "" if nll["std"] is None else f" ± {nll['std']:.2f}"
     return [
         link,
-        _spread(record["accuracy"]),
-        _spread(trust["macro_f1"]),
-        f"{_spread(trust['ece'])}; {_spread(trust['ece_before_temperature'])} → "
-        f"{_spread(trust['ece_after_temperature'])}",
-        _spread(trust["nll"], scale=1, unit=""),
-        f"{_spread(trust['corrupted_accuracy'])} ({_spread(trust['clean_accuracy'])})",
+        percent_with_spread(record["accuracy"]),
+        percent_with_spread(trust["macro_f1"]),
+        f"{percent_with_spread(trust['ece'])}; "
+        f"{percent_with_spread(trust['ece_before_temperature'])} → "
+        f"{percent_with_spread(trust['ece_after_temperature'])}",
+        f"{nll['mean']:.2f}{spread} (n={nll['n']})",
+        f"{percent_with_spread(trust['corrupted_accuracy'])} "
+        f"({percent_with_spread(trust['clean_accuracy'])})",
     ]
 
 

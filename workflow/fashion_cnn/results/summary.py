@@ -15,6 +15,18 @@ from fashion_cnn.results.tables import html_page, markdown_table
 
 log = logging.getLogger(__name__)
 
+# beyond accuracy, over seeds (results.replicates.TRUST_MEASURES): the summary's columns
+TRUST_COLUMNS = [
+    "macro_f1",
+    "top2_accuracy",
+    "ece",
+    "ece_before_temperature",
+    "ece_after_temperature",
+    "temperature",
+    "nll",
+    "brier",
+    "corrupted_accuracy",
+]
 COLUMNS = [
     "experiment",
     "test_accuracy",
@@ -34,30 +46,10 @@ COLUMNS = [
     "onnx_parity_max_abs_difference",
     "onnx_batch1_latency_ms_p50",
     "onnx_batch256_images_per_s",
-    "macro_f1",
-    "top2_accuracy",
-    "ece",
+    *TRUST_COLUMNS,
     "ece_std",
-    "ece_before_temperature",
-    "ece_after_temperature",
-    "temperature",
-    "nll",
-    "brier",
-    "corrupted_accuracy",
     "corrupted_accuracy_std",
     "clean_accuracy_corruption_images",
-]
-# beyond accuracy, over seeds (results.replicates.TRUST_MEASURES): the summary's columns
-TRUST_COLUMNS = [
-    "macro_f1",
-    "top2_accuracy",
-    "ece",
-    "ece_before_temperature",
-    "ece_after_temperature",
-    "temperature",
-    "nll",
-    "brier",
-    "corrupted_accuracy",
 ]
 
 
@@ -104,6 +96,7 @@ def _trust_columns(metrics: dict) -> dict:
         "mean"
     ]
     columns["trust"] = trust
+    columns["robustness_over_seeds"] = metrics["robustness_over_seeds"]  # for the plot
     return columns
 
 
