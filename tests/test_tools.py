@@ -106,3 +106,75 @@ def test_the_chapter_script_and_the_engine_are_timed_as_whole_processes(
     assert [row["epoch"] for row in curve] == [1, 2]
     assert 0 < curve[0]["seconds"] < curve[1]["seconds"] <= engine_seconds
     assert curve[1]["test_accuracy"] == report["engine_process"]["test_accuracy"]
+    assert report["engine_process"]["curves"] == [curve]
+
+
+def _timing_tool():
+    import importlib.util  # here: tools/ is not a package; load the script as a module
+
+    spec = importlib.util.spec_from_file_location(
+        "chapter_script_timing", TOOLS[0].parent / "chapter_script_timing.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+@pytest.mark.slow
+def test_another_recipe_than_the_chapters_is_timed_alone_or_refused(tmp_path):
+    """cnn_fast's whole process is no comparison with the chapter's script (another recipe), so
+    the tool refuses to time the two together, naming the flag that times the engine alone."""
+    result = subprocess.run(
+        [
+            sys.executable, str(TOOLS[0].parent / "chapter_script_timing.py"),
+            "--raw-folder", str(tmp_path), "--data", str(tmp_path / "x.npz"),
+            "--output-json", str(tmp_path / "t.json"), "--experiment", "cnn_fast",
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--engine-only" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_the_engines_time_to_90_is_each_repeats_first_epoch_there():
+    """The records of an engine-only timing: no whole-process comparison (the chapter's script did
+    not run), and one time to 90% per repeat that got there, each its first epoch at 90% or more."""
+    from fashion_cnn.results.ledger import check_record
+
+    tool = _timing_tool()
+    curves = [
+        [
+            {"epoch": 1, "seconds": 30.0, "test_accuracy": 0.89},
+            {"epoch": 2, "seconds": 55.0, "test_accuracy": 0.905},
+            {"epoch": 3, "seconds": 80.0, "test_accuracy": 0.91},
+        ],
+        [
+            {"epoch": 1, "seconds": 28.0, "test_accuracy": 0.90},
+            {"epoch": 2, "seconds": 52.0, "test_accuracy": 0.92},
+            {"epoch": 3, "seconds": 76.0, "test_accuracy": 0.93},
+        ],
+        [{"epoch": e, "seconds": 25.0 * e, "test_accuracy": 0.8} for e in (1, 2, 3)],
+    ]
+    report = {
+        "command": "python tools/chapter_script_timing.py --engine-only",
+        "commit": "abc1234",
+        "date": "2026-12-07",
+        "epochs": 3,
+        "engine_threads": 2,
+        "engine_experiment": "cnn_fast",
+        "chapter_script": [],
+        "engine_process": {
+            "seconds": [81.0, 77.0, 76.0],
+            "test_accuracy": 0.8,
+            "epochs": curves[-1],
+            "curves": curves,
+        },
+    }
+    args = type("Args", (), {"publish": "fast_3", "cpu": "a CPU", "threads": 2})()
+    (record,) = tool.records(report, args)
+    assert record["name"] == "fast_3.engine_to_90"
+    assert record["duration"]["seconds"] == [55.0, 28.0]
+    assert "cnn_fast, 3 epochs" in record["title"]
+    assert "Reached at epoch 2, 1, never" in record["note"]
+    assert check_record(record, record["name"]) == record

@@ -87,23 +87,28 @@ def chapter_script(raw_folder: str, root: Path, epochs: int, train_images: int) 
     return {"seconds": time.perf_counter() - started, "epochs": rows}
 
 
-def engine(data: Path, folder: Path, epochs: int, train_images: int, threads: int) -> dict:
-    """Wall seconds of the engine's training process, start to exit, and to each epoch's saved
-    state (``engine.checkpoint_every_epochs: 1``): the state file is copied to
-    ``folder/epochs/`` as soon as it changes, for its test accuracy after the run."""
-    recipe = {"epochs": epochs, **({"train_subset": train_images} if train_images else {})}
+def engine(data: Path, folder: Path, args: argparse.Namespace, repeat: int) -> dict:
+    """Wall seconds of the engine's training process (``args.experiment`` for ``args.epochs``),
+    start to exit, and to each epoch's saved state (``engine.checkpoint_every_epochs: 1``): the
+    state file is copied to ``folder/epochs-<repeat>/`` as soon as it changes, for its test
+    accuracy after the run."""
+    recipe = {
+        "epochs": args.epochs,
+        **({"train_subset": args.train_images} if args.train_images else {}),
+    }
+    threads = args.threads
     command = [
         sys.executable, "-m", "fashion_cnn", "train-model",
         "--configfile", str(REPO / "config.yaml"),
-        "--config-json", json.dumps({"experiments": {"cnn_baseline": recipe}}),
-        "--experiment", "cnn_baseline", "--data", str(data),
+        "--config-json", json.dumps({"experiments": {args.experiment: recipe}}),
+        "--experiment", args.experiment, "--data", str(data),
         "--model", str(folder / "model.pt"), "--history", str(folder / "history.csv"),
         "--summary", str(folder / "model_summary.txt"), "--threads", str(threads),
         "--log", str(folder / "train.log"),
     ]  # fmt: skip
     for stale in ("model.pt", "train_state.pt"):
         (folder / stale).unlink(missing_ok=True)  # no resume: every repeat trains from the start
-    snapshots = folder / "epochs"
+    snapshots = folder / f"epochs-{repeat}"
     shutil.rmtree(snapshots, ignore_errors=True)
     snapshots.mkdir()
     state, seen, rows = folder / "train_state.pt", None, []
@@ -172,9 +177,30 @@ def main() -> None:
     )
     parser.add_argument("--cpu", help="the CPU for the records, with the flags that matter")
     parser.add_argument("--from-json", help="publish this earlier --output-json, measuring nothing")
+    parser.add_argument(
+        "--experiment",
+        default="cnn_baseline",
+        help="the engine's recipe from config.yaml, trained for --epochs (another than "
+        "cnn_baseline, the chapter's, needs --engine-only)",
+    )
+    parser.add_argument(
+        "--engine-only",
+        action="store_true",
+        help="time the engine alone (its time to 90%%), without the chapter's script",
+    )
     args = parser.parse_args()
-    if not args.from_json and not (args.raw_folder and args.data and args.output_json):
-        parser.error("measuring needs --raw-folder, --data and --output-json")
+    if not args.from_json and not (
+        args.data and args.output_json and (args.raw_folder or args.engine_only)
+    ):
+        parser.error(
+            "measuring needs --data, --output-json and (unless --engine-only) --raw-folder"
+        )
+    if args.experiment != "cnn_baseline" and not args.engine_only:
+        parser.error(
+            f"--experiment {args.experiment} is not the chapter's recipe, so its whole process "
+            "is no comparison with the chapter's script: add --engine-only (its time to 90% is "
+            "then published beside the chapter's, which cnn_baseline's timing records)"
+        )
     if args.from_json:
         report = json.loads(Path(args.from_json).read_text())
     else:
@@ -196,16 +222,17 @@ def measure(args: argparse.Namespace) -> dict:
         root, folder = Path(scratch) / "data", Path(scratch) / "engine"
         folder.mkdir()
         runs: dict[str, list] = {"chapter_script": [], "engine_process": []}
-        for _ in range(args.repeats):
-            runs["chapter_script"].append(
-                chapter_script(args.raw_folder, root, args.epochs, args.train_images)
-            )
-            runs["engine_process"].append(
-                engine(Path(args.data), folder, args.epochs, args.train_images, args.threads)
-            )
+        for repeat in range(args.repeats):
+            if not args.engine_only:
+                runs["chapter_script"].append(
+                    chapter_script(args.raw_folder, root, args.epochs, args.train_images)
+                )
+            runs["engine_process"].append(engine(Path(args.data), folder, args, repeat))
         accuracy = engine_test_accuracy(Path(args.data), folder, args.threads)
-        # the last repeat's epochs, tested after the run (never while it is timed)
-        curve = epoch_accuracies(Path(args.data), runs["engine_process"][-1], args.threads)
+        # every repeat's epochs, tested after the runs (never while they are timed)
+        curves = [
+            epoch_accuracies(Path(args.data), run, args.threads) for run in runs["engine_process"]
+        ]
     images = (args.train_images or 60_000) * args.epochs
     return {
         "command": command,
@@ -214,11 +241,13 @@ def measure(args: argparse.Namespace) -> dict:
         "epochs": args.epochs,
         "images": images,
         "engine_threads": args.threads,
+        "engine_experiment": args.experiment,
         "chapter_script": runs["chapter_script"],
         "engine_process": {
             "seconds": [run["seconds"] for run in runs["engine_process"]],
             "test_accuracy": accuracy,
-            "epochs": curve,
+            "epochs": curves[-1],
+            "curves": curves,
         },
         "images_per_second": {
             "chapter_script": [images / run["seconds"] for run in runs["chapter_script"]],
@@ -228,8 +257,8 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def records(report: dict, args: argparse.Namespace) -> list[dict]:
-    """The ledger's records of one timing: the two whole processes' images/s, and the chapter's
-    script's time to 90% test accuracy."""
+    """The ledger's records of one timing: the two whole processes' images/s (when the chapter's
+    script ran), and each side's time to 90% test accuracy (when it got there)."""
     # here, not at the top: a timing without --publish loads neither torch nor the package
     import torch
     from fashion_cnn.core.provenance import cpu_name
@@ -248,16 +277,21 @@ def records(report: dict, args: argparse.Namespace) -> list[dict]:
         "date": report["date"],
         "source": "measured",
     }
+    made = [whole_process(report, args, common), chapter_to_90(report, args, common)]
+    made.append(engine_to_90(report, args, common))
+    return [record for record in made if record]
+
+
+def whole_process(report: dict, args: argparse.Namespace, common: dict) -> dict | None:
+    if not report["chapter_script"]:
+        return None
     epochs, accuracy = report["epochs"], report["engine_process"]["test_accuracy"]
     printed = [
         " / ".join(f"{100 * row['test_accuracy']:.2f}" for row in run["epochs"])
         for run in report["chapter_script"]
     ]
-    reached = [
-        next((row for row in run["epochs"] if row["test_accuracy"] >= 0.90), None)
-        for run in report["chapter_script"]
-    ]
-    whole = {
+    threads = report.get("engine_threads", args.threads)
+    return {
         **common,
         "name": f"{args.publish}.whole_process",
         "title": f"cnn, {epochs} epochs: the engine's training process against the chapter's "
@@ -273,11 +307,20 @@ def records(report: dict, args: argparse.Namespace) -> list[dict]:
             "allocator, its test pass after every epoch included",
         },
         "note": f"The engine: python -m fashion_cnn train-model, cnn_baseline for {epochs} epochs, "
-        f"{report.get('engine_threads', args.threads)} threads, OpenMP's wait policy by engine.shared_cores: keep; its model's "
+        f"{threads} threads, OpenMP's wait policy by engine.shared_cores: keep; its model's "
         f"test accuracy afterwards {100 * accuracy:.2f}%. The chapter's script's test accuracy "
         f"after each epoch, per repeat: {'; '.join(printed)} (%).",
     }
-    to_90 = {
+
+
+def chapter_to_90(report: dict, args: argparse.Namespace, common: dict) -> dict | None:
+    reached = [
+        next((row for row in run["epochs"] if row["test_accuracy"] >= 0.90), None)
+        for run in report["chapter_script"]
+    ]
+    if not any(reached):
+        return None
+    return {
         **common,
         "name": f"{args.publish}.chapter_to_90",
         "title": "The chapter's script, a whole process, to its first epoch at 90% test accuracy "
@@ -285,29 +328,40 @@ def records(report: dict, args: argparse.Namespace) -> list[dict]:
         "kind": "duration",
         "duration": {"seconds": [row["seconds"] for row in reached if row is not None]},
         "note": "Reached at epoch "
-        + ", ".join(str(row["epoch"]) if row else f"none of {epochs}" for row in reached)
-        + f" (one per repeat); the engine's whole process for all {epochs} epochs took "
+        + ", ".join(str(row["epoch"]) if row else f"none of {report['epochs']}" for row in reached)
+        + f" (one per repeat); the engine's whole process for all {report['epochs']} epochs took "
         + ", ".join(f"{seconds:.0f}" for seconds in report["engine_process"]["seconds"])
         + " s.",
     }
-    curve = report["engine_process"].get("epochs", [])
-    first = next((row for row in curve if row["test_accuracy"] >= 0.90), None)
-    engine_to_90 = {
+
+
+def engine_to_90(report: dict, args: argparse.Namespace, common: dict) -> dict | None:
+    """Each repeat's first saved epoch at 90% or more (a report from before every repeat was
+    tested holds the last repeat's epochs alone)."""
+    engine = report["engine_process"]
+    curves = engine.get("curves") or [engine.get("epochs", [])]
+    firsts = [
+        next((row for row in curve if row["test_accuracy"] >= 0.90), None) for curve in curves
+    ]
+    if not any(firsts):
+        return None
+    experiment = report.get("engine_experiment", "cnn_baseline")
+    tested = "; ".join(
+        " / ".join(f"{100 * row['test_accuracy']:.2f}" for row in curve) for curve in curves
+    )
+    return {
         **common,
         "name": f"{args.publish}.engine_to_90",
-        "title": "The engine (cnn_baseline), a whole process, to its first epoch at 90% test "
-        "accuracy or more",
+        "title": f"The engine ({experiment}, {report['epochs']} epochs), a whole process, to its "
+        "first epoch at 90% test accuracy or more",
         "kind": "duration",
-        "duration": {"seconds": [first["seconds"]] if first else []},
-        "note": (f"Reached at epoch {first['epoch']}" if first else f"Not reached in {epochs}")
-        + " of the last repeat, timed to that epoch's saved state (so its save included), each "
-        "epoch's state tested after the run: "
-        + " / ".join(f"{100 * row['test_accuracy']:.2f}" for row in curve)
-        + " (%, epochs 1 to "
-        + str(len(curve))
-        + ").",
+        "duration": {"seconds": [row["seconds"] for row in firsts if row is not None]},
+        "note": "Reached at epoch "
+        + ", ".join(str(row["epoch"]) if row else "never" for row in firsts)
+        + " (one per repeat), timed to that epoch's saved state (so its save included); each "
+        f"epoch's state tested after the run, per repeat: {tested} (%, epochs 1 to "
+        f"{report['epochs']}).",
     }
-    return [whole] + ([to_90] if any(reached) else []) + ([engine_to_90] if first else [])
 
 
 def publish(record: dict) -> None:
