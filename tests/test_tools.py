@@ -163,6 +163,7 @@ def test_the_engines_time_to_90_is_each_repeats_first_epoch_there():
         "epochs": 3,
         "engine_threads": 2,
         "engine_experiment": "cnn_fast",
+        "engine_recipe": {"precision": "fp32"},
         "chapter_script": [],
         "engine_process": {
             "seconds": [81.0, 77.0, 76.0],
@@ -175,6 +176,6 @@ def test_the_engines_time_to_90_is_each_repeats_first_epoch_there():
     (record,) = tool.records(report, args)
     assert record["name"] == "fast_3.engine_to_90"
     assert record["duration"]["seconds"] == [55.0, 28.0]
-    assert "cnn_fast, 3 epochs" in record["title"]
+    assert "cnn_fast with precision fp32, 3 epochs" in record["title"]
     assert "Reached at epoch 2, 1, never" in record["note"]
     assert check_record(record, record["name"]) == record

@@ -93,6 +93,7 @@ def engine(data: Path, folder: Path, args: argparse.Namespace, repeat: int) -> d
     state file is copied to ``folder/epochs-<repeat>/`` as soon as it changes, for its test
     accuracy after the run."""
     recipe = {
+        **json.loads(args.recipe),
         "epochs": args.epochs,
         **({"train_subset": args.train_images} if args.train_images else {}),
     }
@@ -184,6 +185,12 @@ def main() -> None:
         "cnn_baseline, the chapter's, needs --engine-only)",
     )
     parser.add_argument(
+        "--recipe",
+        default="{}",
+        help='the engine\'s recipe changed (JSON, e.g. \'{"precision": "fp32"}\'; needs '
+        "--engine-only)",
+    )
+    parser.add_argument(
         "--engine-only",
         action="store_true",
         help="time the engine alone (its time to 90%%), without the chapter's script",
@@ -195,6 +202,8 @@ def main() -> None:
         parser.error(
             "measuring needs --data, --output-json and (unless --engine-only) --raw-folder"
         )
+    if args.recipe != "{}" and not args.engine_only:
+        parser.error("--recipe changes the engine's recipe from the chapter's: add --engine-only")
     if args.experiment != "cnn_baseline" and not args.engine_only:
         parser.error(
             f"--experiment {args.experiment} is not the chapter's recipe, so its whole process "
@@ -242,6 +251,7 @@ def measure(args: argparse.Namespace) -> dict:
         "images": images,
         "engine_threads": args.threads,
         "engine_experiment": args.experiment,
+        "engine_recipe": json.loads(args.recipe),
         "chapter_script": runs["chapter_script"],
         "engine_process": {
             "seconds": [run["seconds"] for run in runs["engine_process"]],
@@ -346,6 +356,9 @@ def engine_to_90(report: dict, args: argparse.Namespace, common: dict) -> dict |
     if not any(firsts):
         return None
     experiment = report.get("engine_experiment", "cnn_baseline")
+    changed = report.get("engine_recipe") or {}
+    if changed:
+        experiment += " with " + ", ".join(f"{key} {value}" for key, value in changed.items())
     tested = "; ".join(
         " / ".join(f"{100 * row['test_accuracy']:.2f}" for row in curve) for curve in curves
     )
