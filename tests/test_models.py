@@ -106,6 +106,30 @@ def test_a_one_pixel_convolution_is_computed_as_a_matmul_with_the_same_result(
     assert weight_grad_fast[:, :, 0, :].abs().max() == 0
 
 
+@pytest.mark.parametrize("size", [1, 2])
+def test_a_one_pixel_convolutions_weight_gradient_arrives_in_the_weights_layout(size):
+    """In channels_last (the engine's CPU layout) the taps' gradient reaches the weight already
+    in that layout, the same values as the convolution's: autograd has no whole-weight copy to
+    make (slicing handed it a contiguous gradient, copied into the layout every step)."""
+    from fashion_cnn.models.layers import OnePixelConv2d
+
+    torch.manual_seed(0)
+    plain = nn.Conv2d(32, 16, 3, stride=size, padding=1, bias=False)
+    fast = OnePixelConv2d(32, 16, 3, stride=size, padding=1, bias=False)
+    fast.load_state_dict(plain.state_dict())
+    plain, fast = (m.to(memory_format=torch.channels_last) for m in (plain, fast))
+    arriving = []
+    fast.weight.register_hook(
+        lambda grad: arriving.append(grad.is_contiguous(memory_format=torch.channels_last))
+    )
+    images = torch.randn(8, 32, size, size).contiguous(memory_format=torch.channels_last)
+    plain(images).square().sum().backward()
+    fast(images).square().sum().backward()
+    assert arriving == [True]
+    assert fast.weight.grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast.weight.grad, plain.weight.grad, rtol=1e-4, atol=1e-5)
+
+
 def test_resnet18_with_matmul_convolutions_trains_like_the_plain_one(arrays):
     """The engine's CPU model: the same loss and gradients on real images, state_dict unchanged."""
     import copy
