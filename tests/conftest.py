@@ -162,6 +162,35 @@ def tiny_training_job(folder: Path, data: Path, threads: int = 1, **changes):
     )
 
 
+def weights_with_the_unlabelled_labels_changed(folder: Path, monkeypatch, make_job, labelled: int):
+    """Train ``make_job(folder)`` twice, on the real dataset and with every training label after
+    the first ``labelled`` changed (permuted, then each moved to the next class); returns the two
+    runs' weights. Bit-identical weights: those labels never reached training."""
+    import fashion_cnn.data.dataset as data
+    import numpy as np
+    from fashion_cnn.models.checkpoint import load_checkpoint
+    from fashion_cnn.training.engine import train_model
+
+    real = data.load_prepared
+
+    def changed(path):
+        loaded = dict(real(path))
+        labels = loaded["train_labels"].copy()
+        labels[labelled:] = np.random.default_rng(0).permutation(labels[labelled:])
+        labels[labelled:] = (labels[labelled:] + 1) % 10
+        loaded["train_labels"] = labels
+        return loaded
+
+    weights = []
+    for name, loader in (("real", real), ("changed", changed)):
+        monkeypatch.setattr(data, "load_prepared", loader)
+        job = make_job(folder / name)
+        job.model_path.parent.mkdir()
+        train_model(job)
+        weights.append(load_checkpoint(job.model_path)["model_state"])
+    return weights
+
+
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

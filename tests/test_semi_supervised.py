@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_training_job
+from conftest import tiny_training_job, weights_with_the_unlabelled_labels_changed
 from fashion_cnn.data.augment import get_policy
 from fashion_cnn.evaluation.plots import plot_history
 from fashion_cnn.models.catalog import build_model
-from fashion_cnn.models.checkpoint import load_checkpoint
 from fashion_cnn.training.batches import SemiSupervisedBatches
 from fashion_cnn.training.engine import train_model
 from fashion_cnn.training.losses import ConsistencyLoss, WeakViewsWithoutGradients
@@ -203,27 +202,12 @@ def test_the_unlabelled_images_labels_never_reach_training(
     scrambled. The weights must be bit-identical: those labels never reached the loss (with
     pseudo-labels from the model, from its moving average, and aligned with the class shares,
     whose running estimate is made from the predictions alone)."""
-    import fashion_cnn.data.dataset as data
-
-    real = data.load_prepared
-
-    def scrambled(path):
-        loaded = dict(real(path))
-        labels = loaded["train_labels"].copy()
-        labels[SEMI["train_subset"] :] = np.random.default_rng(0).permutation(
-            labels[SEMI["train_subset"] :]
-        )
-        labels[SEMI["train_subset"] :] = (labels[SEMI["train_subset"] :] + 1) % 10
-        loaded["train_labels"] = labels
-        return loaded
-
-    weights = []
-    for name, loader in (("real", real), ("scrambled", scrambled)):
-        monkeypatch.setattr(data, "load_prepared", loader)
-        job = tiny_training_job(tmp_path / name, prepared_data, **SEMI, **teacher)
-        job.model_path.parent.mkdir()
-        train_model(job)
-        weights.append(load_checkpoint(job.model_path)["model_state"])
+    weights = weights_with_the_unlabelled_labels_changed(
+        tmp_path,
+        monkeypatch,
+        lambda folder: tiny_training_job(folder, prepared_data, **SEMI, **teacher),
+        SEMI["train_subset"],
+    )
     for key, tensor in weights[0].items():
         assert torch.equal(weights[1][key], tensor), key
 

@@ -1,9 +1,12 @@
-"""How right a FixMatch model's pseudo-labels are, class by class, on the unlabelled images: a
-diagnosis after training (the true labels are read here, never during training). Prints the
-share of unlabelled images whose softmax passes the threshold, their accuracy, and per class the
-passed pseudo-labels' share and precision. The figures docs/results/notebook.md quotes for the held-out
-control (fm_val95). Run: .venv/bin/python tools/pseudo_label_audit.py CHECKPOINT DATA
---labelled 500 --validation 5000 (images labelled..60000-validation are the unlabelled ones).
+"""How right a model's pseudo-labels are, class by class, on the unlabelled images: a
+diagnosis after training (the true labels are read here, never during training). The model's
+predictions are made as its evaluation makes them (its own test-time views): a FixMatch model's
+pseudo-labels, or a self-training teacher's targets (their most likely class). Prints the share
+of unlabelled images whose softmax passes the threshold, their accuracy, and per class the
+passed pseudo-labels' share, precision and recall. The figures docs/results/notebook.md quotes
+for the held-out control (fm_val95). Run: .venv/bin/python tools/pseudo_label_audit.py
+CHECKPOINT DATA --labelled 500 --validation 5000 (images labelled..60000-validation are the
+unlabelled ones); --threshold 0 for a teacher's targets, which pass no threshold.
 """
 
 import argparse
@@ -15,8 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 from fashion_cnn import CLASS_NAMES  # noqa: E402
+from fashion_cnn.config.settings import ExperimentSettings  # noqa: E402
 from fashion_cnn.data.dataset import load_prepared  # noqa: E402
 from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from fashion_cnn.models.inference import predict  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("checkpoint")
@@ -26,13 +31,23 @@ parser.add_argument("--validation", type=int, default=0)
 parser.add_argument("--threshold", type=float, default=0.95)
 args = parser.parse_args()
 
-model = model_from_checkpoint(load_checkpoint(args.checkpoint)).eval()
+checkpoint = load_checkpoint(args.checkpoint)
+model = model_from_checkpoint(checkpoint).eval()
+settings = ExperimentSettings.from_dict(checkpoint["config"])
+views = settings.evaluation
 data = load_prepared(args.data)
 end = len(data["train_images"]) - args.validation
-images = torch.from_numpy(data["train_images"][args.labelled : end]).float().div(255).unsqueeze(1)
 truth = data["train_labels"][args.labelled : end]
-with torch.no_grad():
-    probabilities = torch.cat([model(batch).softmax(1) for batch in images.split(2000)])
+scores = predict(
+    model,
+    data["train_images"][args.labelled : end],
+    torch.device("cpu"),
+    2000,
+    test_time_flip=views.test_time_flip,
+    test_time_shift=views.test_time_shift,
+)
+averaged = views.test_time_flip or views.test_time_shift or settings.model.output_softmax
+probabilities = scores if averaged else scores.softmax(1)
 confidence, predicted = (t.numpy() for t in probabilities.max(1))
 passed = confidence >= args.threshold
 print(f"unlabelled images {len(truth)}: predictions right {np.mean(predicted == truth):.2%}")

@@ -177,6 +177,7 @@ def cmd_train_model(args) -> None:
         history_path=Path(args.history),
         summary_path=Path(args.summary),
         weights_input=args.weights_status,
+        teacher_path=Path(args.teacher) if args.teacher else None,
         strict_weights=PretrainedSettings.from_dict(config["pretrained"]).strict,
         threads=args.threads,
     )
@@ -554,6 +555,11 @@ def _train_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--history", required=True, help="per-epoch history CSV to write")
     sub.add_argument("--summary", required=True, help="model summary table to write")
     sub.add_argument("--weights-status", help="status JSON of fetch-weights (weights: imagenet)")
+    sub.add_argument(
+        "--teacher",
+        help="the teacher's model.pt (the experiment's teacher, the same seed): its predictions "
+        "are the unlabelled images' soft targets",
+    )
     sub.add_argument(
         "--name",
         help="the run's name in its checkpoint and metrics (default: --experiment); a sweep's "

@@ -441,6 +441,18 @@ def get_downloads():
     ]
 
 
+def get_teacher_input(wildcards):
+    """Self-training: the teacher's model of the same seed (trained first, by the same rule)."""
+    teacher = RUNS[wildcards.experiment].settings["teacher"]
+    if not teacher:
+        return []
+    return f"{RESULTS}/{teacher}/seed-{wildcards.seed}/model.pt"
+
+
+def get_teacher_argument(wildcards, input):
+    return ["--teacher", input.teacher] if input.teacher else []
+
+
 def get_weights_argument(wildcards, input):
     if RUNS[wildcards.experiment].settings["weights"] == "imagenet":
         return ["--weights-status", input.weights]

@@ -5,6 +5,7 @@ rule train_model:
     input:
         data=DATA,
         weights=get_weights_input,
+        teacher=get_teacher_input,
     output:
         model=seed_path("model.pt"),
         history=seed_path("history.csv"),
@@ -23,11 +24,12 @@ rule train_model:
     params:
         settings=get_experiment_settings,
         weights=get_weights_argument,
+        teacher=get_teacher_argument,
         experiment=get_base_experiment,
         gpu=get_gpu_flag,
     shell:
         "python -m fashion_cnn train-model --config-json {params.settings:q} --experiment {params.experiment:q}"
         " --name {wildcards.experiment:q}"
         " --data {input.data:q} --model {output.model:q} --history {output.history:q}"
-        " --summary {output.summary:q} {params.weights:q} --threads {threads:q}"
+        " --summary {output.summary:q} {params.weights:q} {params.teacher:q} --threads {threads:q}"
         " {params.gpu:q} --log {log:q}"

@@ -121,6 +121,7 @@ def check_consistency(config: dict) -> None:
             )
         _check_experiment(f"experiments.{name}", experiment)
     _check_sweeps(config)
+    _check_teachers(config)
     _check_engine(config)
 
 
@@ -210,10 +211,73 @@ def _check_semi_supervised(experiment: dict, unlabelled: int, key: KeyName) -> N
             f"{experiment['train_subset']}). Set train_subset and unlabelled_images (e.g. all), "
             "or remove distribution_alignment."
         )
+    if experiment["teacher"] and not unlabelled:
+        raise UserError(
+            f'Config error: {key("teacher")} = "{experiment["teacher"]}" labels the images '
+            "this experiment uses without their labels, but it has none (unlabelled_images "
+            f"{experiment['unlabelled_images']}, train_subset {experiment['train_subset']}). "
+            "Set train_subset and unlabelled_images (e.g. all), or remove teacher."
+        )
     if experiment["ema_warmup"] and not experiment["ema_decay"]:
         raise UserError(
             f"Config error: {key('ema_warmup')} ramps up the moving average's decay, but "
             "ema_decay is 0 (no moving average). Set ema_decay (e.g. 0.99), or remove ema_warmup."
+        )
+
+
+def _check_teachers(config: dict) -> None:
+    """Self-training: each teacher is an experiment of this config, trained on the same labelled
+    images (never on labels the student goes without), with the student's seeds, and no chain
+    of teachers comes back to where it started."""
+    experiments = config["experiments"]
+    students = [(f"experiments.{name}", name, settings) for name, settings in experiments.items()]
+    students += [
+        (where, where, settings)
+        for where, settings in _planned_runs(config)
+        if where.startswith("sweeps.")
+    ]
+    for where, name, student in students:
+        teacher = student["teacher"]
+        if not teacher:
+            continue
+        if teacher not in experiments:
+            raise UserError(
+                f"Config error: {where}.teacher names '{teacher}', which is not an experiment "
+                f"under experiments.{did_you_mean(teacher, list(experiments))} The teacher's "
+                "model (the same seed's) labels the unlabelled images, so it must be an "
+                "experiment of this config. " + FIX
+            )
+        _check_teacher_fits(where, student, teacher, experiments[teacher])
+        chain, current = [name], teacher
+        while current:
+            if current in chain:
+                raise UserError(
+                    f"Config error: the teachers of {where} come back round: "
+                    f"{' -> '.join([*chain, current])}. Each round's teacher must be trained "
+                    "before its student; end the chain at an experiment without a teacher. " + FIX
+                )
+            chain.append(current)
+            current = experiments[current]["teacher"] if current in experiments else ""
+
+
+def _check_teacher_fits(where: str, student: dict, name: str, teacher: dict) -> None:
+    for setting in ("train_subset", "validation_images"):
+        if teacher[setting] != student[setting]:
+            raise UserError(
+                f"Config error: {where} learns from teacher {name}, which has {setting} "
+                f"{teacher[setting]} where the student has {student[setting]}: a teacher must "
+                "be trained on the same labelled images (a teacher that read more labels would "
+                f"hand them to the student through its predictions). Give both the same {setting}."
+            )
+    seeds = student["seeds"] or [student["seed"]]  # seeds: null is the one seed
+    teacher_seeds = teacher["seeds"] or [teacher["seed"]]
+    missing = sorted(set(seeds) - set(teacher_seeds))
+    if missing:
+        raise UserError(
+            f"Config error: {where} trains seeds {seeds}, and each seed learns from the "
+            f"teacher {name}'s model of the same seed, but {name} has no seed "
+            f"{', '.join(map(str, missing))} (its seeds: {teacher_seeds}). Add them to "
+            f"{name}'s seeds, or train the student on fewer."
         )
 
 

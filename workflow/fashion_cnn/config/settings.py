@@ -113,7 +113,8 @@ class TrainingSettings(_Settings):
 
 @dataclass(frozen=True)
 class SemiSupervisedSettings(_Settings):
-    """FixMatch's part: images without labels, their strong views and pseudo-labels."""
+    """Images without labels and what labels them: FixMatch's strong views and pseudo-labels, or
+    a teacher's soft targets (self-training)."""
 
     unlabelled_images: int | str  # a count, or 'all'
     unlabelled_ratio: int
@@ -122,6 +123,7 @@ class SemiSupervisedSettings(_Settings):
     unlabelled_weight: float
     pseudo_labels_from: str  # model (FixMatch) or average (a mean teacher)
     distribution_alignment: bool  # pseudo-labels aligned with the class shares (ReMixMatch)
+    teacher: str  # self-training: the experiment whose model labels the unlabelled images; "" none
 
     @property
     def enabled(self) -> bool:

@@ -143,12 +143,29 @@ def experiment_settings(config: dict, run: str | RunSpec, seed: int | None = Non
         settings.pop("seeds")
     subset = {
         "run_experiments": [experiment],
-        "experiments": {experiment: settings},
+        # self-training: the chain of teachers too, so that the job's own config can check that
+        # each fits its student (and the job reruns when a teacher's recipe changes)
+        "experiments": {**_teachers(config, settings, seed), experiment: settings},
         "engine": config["engine"],
         "pretrained": config["pretrained"],
         "export": config["export"],
     }
     return json.dumps(without_defaults(subset, load_schema()), sort_keys=True)
+
+
+def _teachers(config: dict, settings: dict, seed: int | None) -> dict:
+    """The experiments whose models label a run's unlabelled images, round by round; for one
+    replicate, each as its model of that seed (so a seed added to a teacher reruns no student)."""
+    teachers: dict = {}
+    name = settings.get("teacher", "")
+    while name and name not in teachers and name in config["experiments"]:
+        teacher = dict(config["experiments"][name])
+        if seed is not None:
+            teacher["seed"] = int(seed)
+            teacher.pop("seeds", None)
+        teachers[name] = teacher
+        name = teacher.get("teacher", "")
+    return teachers
 
 
 def default_engine_settings() -> EngineSettings:

@@ -34,7 +34,9 @@ class DeviceBatches:
         steps_per_epoch: int = 0,
     ):
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device).unsqueeze(1)
-        self.labels = torch.from_numpy(labels.astype(np.int64)).to(device)
+        # class indices, or soft targets (N x classes, float: a teacher's) as they are
+        soft = labels.ndim == 2
+        self.labels = torch.from_numpy(labels.astype(np.float32 if soft else np.int64)).to(device)
         self.policy, self.batch_size, self.generator = policy, batch_size, generator
         self.channels_last = channels_last
         self.count = len(self.labels)

@@ -83,8 +83,10 @@ class EpochSums:
 
     def add(self, outputs: torch.Tensor, loss: torch.Tensor, labels: torch.Tensor) -> None:
         self.loss += loss * len(labels)
-        # the labelled images' outputs come first (semi-supervised batches add unlabelled ones)
-        self.correct += (outputs[: len(labels)].argmax(dim=1) == labels).sum()
+        # the labelled images' outputs come first (semi-supervised batches add unlabelled ones);
+        # soft targets (a teacher's, N x classes) count as their most likely class
+        classes = labels.argmax(dim=1) if labels.ndim == 2 else labels
+        self.correct += (outputs[: len(labels)].argmax(dim=1) == classes).sum()
         self.seen += len(labels)
 
     def fold_into(self, progress: Progress) -> None:

@@ -5,13 +5,20 @@ forward pass its batches need, and the figures it reports each epoch.
 FixMatch's: each labelled batch is followed by unlabelled images seen twice (``batches.
 SemiSupervisedBatches``), the loss is ``losses.ConsistencyLoss``, the weak views go through the
 model (or its moving average) without gradients, and the history gains ``pseudo_label_rate``.
+``SelfTraining`` is Noisy Student's (Xie et al. 2020): a teacher's softmax on the unlabelled
+images is their soft target, and the run trains on the labelled and the unlabelled images
+together, with its own augmentation as the noise.
 The loop asks the method and never branches on which it has; ``training_method`` picks it from
-the settings (``unlabelled_images`` with a ``train_subset``).
+the settings (``METHODS``, the first whose ``applies`` holds).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,11 +27,15 @@ from torch import nn
 from fashion_cnn import NUM_CLASSES
 from fashion_cnn.config.settings import ExperimentSettings
 from fashion_cnn.core.errors import UserError
+from fashion_cnn.core.registry import Registry
 from fashion_cnn.data.augment import get_policy
+from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint
+from fashion_cnn.models.inference import predict
 from fashion_cnn.training.batches import DeviceBatches, LoaderBatches, SemiSupervisedBatches
 from fashion_cnn.training.losses import ConsistencyLoss, WeakViewsWithoutGradients
 
 BatchSource = DeviceBatches | LoaderBatches
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,9 +51,19 @@ class Supervised:
     """The chapter's method: labelled batches, cross-entropy (with label smoothing)."""
 
     columns: tuple[str, ...] = ()  # what it adds to the history, after the loop's own
+    fingerprint = ""  # what a resumed state must match beyond the settings and images
 
-    def __init__(self, experiment: ExperimentSettings, name: str = "this experiment"):
+    def __init__(
+        self,
+        experiment: ExperimentSettings,
+        name: str = "this experiment",
+        teacher: Path | None = None,
+    ):
         self.experiment, self.name = experiment, name
+
+    @staticmethod
+    def applies(experiment: ExperimentSettings) -> bool:
+        return True
 
     def batches(
         self, images: np.ndarray, labels: np.ndarray, unlabelled: np.ndarray, pipeline: Pipeline
@@ -106,6 +127,10 @@ class SemiSupervised(Supervised):
 
     columns = ("pseudo_label_rate",)
 
+    @staticmethod
+    def applies(experiment: ExperimentSettings) -> bool:
+        return bool(experiment.unlabelled_count())
+
     def batches(
         self, images: np.ndarray, labels: np.ndarray, unlabelled: np.ndarray, pipeline: Pipeline
     ) -> BatchSource:
@@ -157,7 +182,110 @@ class SemiSupervised(Supervised):
         )
 
 
-def training_method(experiment: ExperimentSettings, name: str = "this experiment") -> Supervised:
-    """FixMatch when the experiment has images without labels, else the chapter's."""
-    method = SemiSupervised if experiment.unlabelled_count() else Supervised
-    return method(experiment, name)
+class SelfTraining(Supervised):
+    """Noisy Student: the teacher's predictions on the unlabelled images (its softmax, with its
+    own test-time views) are their soft targets; the run trains on the labelled images (one-hot
+    labels) and those together, shuffled as one set, with its own augmentation as the noise.
+    The unlabelled images' labels are never given to it; the teacher's model is checked to have
+    been trained on the same labelled images."""
+
+    def __init__(
+        self,
+        experiment: ExperimentSettings,
+        name: str = "this experiment",
+        teacher: Path | None = None,
+    ):
+        super().__init__(experiment, name)
+        if teacher is None:
+            raise UserError(
+                f"{name} learns from the teacher {experiment.semi_supervised.teacher}, but no "
+                "teacher's model was given: pass --teacher with its model.pt (the workflow "
+                "passes the same seed's)."
+            )
+        self.teacher = teacher
+        self.fingerprint = hashlib.sha256(teacher.read_bytes()).hexdigest()[:16]
+        self.confidence = 0.0
+
+    @staticmethod
+    def applies(experiment: ExperimentSettings) -> bool:
+        return bool(experiment.semi_supervised.teacher and experiment.unlabelled_count())
+
+    def batches(
+        self, images: np.ndarray, labels: np.ndarray, unlabelled: np.ndarray, pipeline: Pipeline
+    ) -> BatchSource:
+        self._refuse_dataloader("a teacher's soft targets", pipeline.kind == "dataloader")
+        targets = self._teach(unlabelled, pipeline.device)
+        one_hot = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+        return super().batches(
+            np.concatenate([images, unlabelled]),
+            np.concatenate([one_hot, targets]),
+            unlabelled[:0],
+            pipeline,
+        )
+
+    def _teach(self, unlabelled: np.ndarray, device: torch.device) -> np.ndarray:
+        """The teacher's probabilities for the unlabelled images (N x classes)."""
+        checkpoint = load_checkpoint(self.teacher)
+        taught = ExperimentSettings.from_dict(checkpoint["config"])
+        student = self.experiment.data
+        if (taught.data.train_subset, taught.data.validation_images) != (
+            student.train_subset,
+            student.validation_images,
+        ):
+            raise UserError(
+                f"The teacher's model {self.teacher} was trained with train_subset "
+                f"{taught.data.train_subset} and validation_images {taught.data.validation_images}; "
+                f"{self.name} has {student.train_subset} and {student.validation_images}. A "
+                "teacher must be trained on the same labelled images: give the model of the "
+                f"experiment named in teacher ({self.experiment.semi_supervised.teacher})."
+            )
+        model = model_from_checkpoint(checkpoint, str(self.teacher))
+        started = time.perf_counter()
+        views = taught.evaluation
+        scores = predict(
+            model,
+            unlabelled,
+            device,
+            1000,
+            test_time_flip=views.test_time_flip,
+            test_time_shift=views.test_time_shift,
+        )
+        averaged = views.test_time_flip or views.test_time_shift or taught.model.output_softmax
+        probabilities = scores if averaged else scores.softmax(dim=1)
+        self.confidence = float(probabilities.max(dim=1).values.mean())
+        shares = np.bincount(probabilities.argmax(dim=1).numpy(), minlength=NUM_CLASSES)
+        log.info(
+            "teacher %s labelled %d images in %.1f s: mean confidence %.1f%%; its classes' "
+            "shares %s",
+            self.teacher,
+            len(unlabelled),
+            time.perf_counter() - started,
+            100 * self.confidence,
+            " ".join(f"{100 * share / len(unlabelled):.1f}" for share in shares),
+        )
+        return probabilities.numpy().astype(np.float32)
+
+    def describe(self, source: BatchSource) -> str:
+        assert isinstance(source, DeviceBatches)  # the dataloader pipeline is refused
+        count = source.count - self.experiment.data.train_subset
+        return (
+            f" ({self.experiment.data.train_subset:,} labelled, {count:,} with the soft targets "
+            f"of the teacher {self.experiment.semi_supervised.teacher}, mean confidence "
+            f"{100 * self.confidence:.1f}%)"
+        )
+
+
+# The training methods, most specific first: the first whose ``applies`` holds is the run's.
+METHODS: Registry[type[Supervised]] = Registry("training method", "teacher")
+METHODS.add("self_training", SelfTraining)
+METHODS.add("fixmatch", SemiSupervised)
+METHODS.add("supervised", Supervised)
+
+
+def training_method(
+    experiment: ExperimentSettings, name: str = "this experiment", teacher: Path | None = None
+) -> Supervised:
+    """The first method of ``METHODS`` that applies: self-training with a teacher and images
+    without labels, FixMatch with images without labels, else the chapter's."""
+    method = next(METHODS.get(key) for key in METHODS if METHODS.get(key).applies(experiment))
+    return method(experiment, name, teacher)

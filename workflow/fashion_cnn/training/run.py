@@ -67,6 +67,7 @@ class TrainingJob:
     history_path: Path
     summary_path: Path
     weights_input: str | None = None
+    teacher_path: Path | None = None  # self-training: the teacher's model.pt (teacher:)
     strict_weights: bool = False
     threads: int = 1
 
@@ -233,7 +234,7 @@ def start_run(job: TrainingJob) -> Run:
     torch.manual_seed(experiment.seed)
     data = training_data(job)
     model, arguments, weights_source = _model(job, device, switches)
-    method = training_method(experiment, job.name)
+    method = training_method(experiment, job.name, job.teacher_path)
     pipeline = Pipeline(device, engine.data_pipeline, switches.channels_last)
     source = method.batches(data.images, data.labels, data.unlabelled, pipeline)
     optimizer = make_optimizer(
@@ -272,7 +273,7 @@ def start_run(job: TrainingJob) -> Run:
         if engine.shared_cores == "adapt" and device.type == "cpu"
         else None,
         weights_source=weights_source,
-        fingerprint=_fingerprint(job, switches, weights_source, data),
+        fingerprint=_fingerprint(job, switches, weights_source, data, method),
         arguments=arguments,
         images=len(data.images),
         # once per run: it asks git, which would cost more than a small model's checkpoint
@@ -281,11 +282,16 @@ def start_run(job: TrainingJob) -> Run:
 
 
 def _fingerprint(
-    job: TrainingJob, switches: Switches, weights_source: str, data: TrainingData
+    job: TrainingJob,
+    switches: Switches,
+    weights_source: str,
+    data: TrainingData,
+    method: Supervised,
 ) -> str:
     """A short hash of everything a saved training state depends on: a state is resumed only
     when it matches (the settings, the pipeline, the switches that change the arithmetic, the
-    initial weights and the training images themselves)."""
+    initial weights, the training images themselves and what the method adds: a teacher's
+    targets)."""
     parts = (
         job.experiment.as_dict(),
         job.engine.data_pipeline,
@@ -294,5 +300,6 @@ def _fingerprint(
         weights_source,
         len(data.images),
         data.fingerprint,
+        method.fingerprint,
     )
     return settings_fingerprint(*parts)
