@@ -184,6 +184,7 @@ def main() -> None:
         help="the engine's recipe from config.yaml, trained for --epochs (another than "
         "cnn_baseline, the chapter's, needs --engine-only)",
     )
+    parser.add_argument("--note", default="", help="a sentence added to each record's note")
     parser.add_argument(
         "--recipe",
         default="{}",
@@ -289,7 +290,8 @@ def records(report: dict, args: argparse.Namespace) -> list[dict]:
     }
     made = [whole_process(report, args, common), chapter_to_90(report, args, common)]
     made.append(engine_to_90(report, args, common))
-    return [record for record in made if record]
+    note = getattr(args, "note", "")
+    return [{**record, "note": f"{record['note']} {note}".strip()} for record in made if record]
 
 
 def whole_process(report: dict, args: argparse.Namespace, common: dict) -> dict | None:
@@ -365,7 +367,8 @@ def engine_to_90(report: dict, args: argparse.Namespace, common: dict) -> dict |
     return {
         **common,
         "name": f"{args.publish}.engine_to_90",
-        "title": f"The engine ({experiment}, {report['epochs']} epochs), a whole process, to its "
+        "title": f"The engine ({experiment}, {report['epochs']} epoch"
+        f"{'s' if report['epochs'] != 1 else ''}), a whole process, to its "
         "first epoch at 90% test accuracy or more",
         "kind": "duration",
         "duration": {"seconds": [row["seconds"] for row in firsts if row is not None]},
