@@ -107,6 +107,9 @@ def test_a_student_without_its_teachers_model_is_a_clear_error(tmp_path, prepare
     job = tiny_training_job(tmp_path, prepared_data, **STUDENT)
     with pytest.raises(UserError, match="--teacher"):
         start_run(job)
+    job.teacher_path = tmp_path / "missing" / "model.pt"
+    with pytest.raises(UserError, match="does not exist"):
+        start_run(job)
 
 
 def test_the_method_is_the_first_that_applies(tmp_path, teacher_model):

@@ -202,6 +202,12 @@ class SelfTraining(Supervised):
                 "teacher's model was given: pass --teacher with its model.pt (the workflow "
                 "passes the same seed's)."
             )
+        if not teacher.is_file():
+            raise UserError(
+                f"{name}: the teacher's model {teacher} does not exist. Train the teacher "
+                f"({experiment.semi_supervised.teacher}) first, or give --teacher its model.pt "
+                "(the workflow does both)."
+            )
         self.teacher = teacher
         self.fingerprint = hashlib.sha256(teacher.read_bytes()).hexdigest()[:16]
         self.confidence = 0.0
