@@ -21,7 +21,7 @@ from fashion_cnn import CLASS_NAMES  # noqa: E402
 from fashion_cnn.config.settings import ExperimentSettings  # noqa: E402
 from fashion_cnn.data.dataset import load_prepared  # noqa: E402
 from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from fashion_cnn.models.inference import predict  # noqa: E402
+from fashion_cnn.models.inference import predict_probabilities  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("checkpoint")
@@ -38,16 +38,15 @@ views = settings.evaluation
 data = load_prepared(args.data)
 end = len(data["train_images"]) - args.validation
 truth = data["train_labels"][args.labelled : end]
-scores = predict(
+probabilities = predict_probabilities(
     model,
     data["train_images"][args.labelled : end],
     torch.device("cpu"),
     2000,
     test_time_flip=views.test_time_flip,
     test_time_shift=views.test_time_shift,
+    softmax_head=settings.model.output_softmax,
 )
-averaged = views.test_time_flip or views.test_time_shift or settings.model.output_softmax
-probabilities = scores if averaged else scores.softmax(1)
 confidence, predicted = (t.numpy() for t in probabilities.max(1))
 passed = confidence >= args.threshold
 print(f"unlabelled images {len(truth)}: predictions right {np.mean(predicted == truth):.2%}")

@@ -61,5 +61,29 @@ def predict(
     return torch.cat(scores)
 
 
+def predict_probabilities(
+    model: nn.Module,
+    images: np.ndarray,
+    device: torch.device,
+    batch_size: int,
+    *,
+    test_time_flip: bool = False,
+    test_time_shift: int = 0,
+    softmax_head: bool = False,
+) -> torch.Tensor:
+    """Probabilities (N, 10) on the CPU with the test-time views: their mean softmax, or the
+    softmax of the raw outputs of a single view (a Softmax head's output as it is)."""
+    scores = predict(
+        model,
+        images,
+        device,
+        batch_size,
+        test_time_flip=test_time_flip,
+        test_time_shift=test_time_shift,
+    )
+    averaged = test_time_flip or bool(test_time_shift) or softmax_head
+    return scores if averaged else scores.softmax(dim=1)
+
+
 def accuracy_from_scores(scores: torch.Tensor, labels: np.ndarray) -> float:
     return float((scores.argmax(dim=1).numpy() == labels).mean())

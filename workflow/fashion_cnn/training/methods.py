@@ -30,7 +30,7 @@ from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.registry import Registry
 from fashion_cnn.data.augment import get_policy
 from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint
-from fashion_cnn.models.inference import predict
+from fashion_cnn.models.inference import predict_probabilities
 from fashion_cnn.training.batches import DeviceBatches, LoaderBatches, SemiSupervisedBatches
 from fashion_cnn.training.losses import ConsistencyLoss, WeakViewsWithoutGradients
 
@@ -247,17 +247,15 @@ class SelfTraining(Supervised):
             )
         model = model_from_checkpoint(checkpoint, str(self.teacher))
         started = time.perf_counter()
-        views = taught.evaluation
-        scores = predict(
+        probabilities = predict_probabilities(
             model,
             unlabelled,
             device,
             1000,
-            test_time_flip=views.test_time_flip,
-            test_time_shift=views.test_time_shift,
+            test_time_flip=taught.evaluation.test_time_flip,
+            test_time_shift=taught.evaluation.test_time_shift,
+            softmax_head=taught.model.output_softmax,
         )
-        averaged = views.test_time_flip or views.test_time_shift or taught.model.output_softmax
-        probabilities = scores if averaged else scores.softmax(dim=1)
         self.confidence = float(probabilities.max(dim=1).values.mean())
         shares = np.bincount(probabilities.argmax(dim=1).numpy(), minlength=NUM_CLASSES)
         log.info(
