@@ -5,6 +5,8 @@ its student may."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -14,8 +16,11 @@ from fashion_cnn.core.errors import UserError
 from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint
 from fashion_cnn.models.inference import predict
 from fashion_cnn.training.engine import train_model
-from fashion_cnn.training.methods import SelfTraining, training_method
+from fashion_cnn.training.methods import SelfTraining, most_confident_per_class, training_method
 from fashion_cnn.training.run import start_run
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays as numpy_arrays
 
 LABELLED = 64
 TEACHER = {
@@ -66,6 +71,63 @@ def test_the_students_targets_are_the_labels_then_the_teachers_softmax(
     assert np.array_equal(images, arrays["train_images"][: LABELLED + 448])
 
 
+def test_the_surest_share_of_each_class_is_kept_with_hard_targets_and_the_labels_repeated(
+    tmp_path, prepared_data, arrays, teacher_model
+):
+    """teacher_keep 0.5, teacher_hard and labelled_repeat 3: the labelled images three times with
+    their labels, then the unlabelled images the teacher is surest of, half of each class (by
+    its top class, its confidence computed here apart), each with its top class one-hot."""
+    job = student_job(
+        tmp_path,
+        prepared_data,
+        teacher_model,
+        teacher_keep=0.5,
+        teacher_hard=True,
+        labelled_repeat=3,
+    )
+    run = start_run(job)
+    images, targets = run.source.images.squeeze(1).numpy(), run.source.labels.numpy()
+    labelled = arrays["train_images"][:LABELLED]
+    assert np.array_equal(images[: 3 * LABELLED], np.concatenate([labelled] * 3))
+    assert np.array_equal(
+        targets[: 3 * LABELLED].argmax(1), np.tile(arrays["train_labels"][:LABELLED], 3)
+    )
+    model = model_from_checkpoint(load_checkpoint(teacher_model)).eval()
+    pool = arrays["train_images"][LABELLED : LABELLED + 448]
+    unlabelled = torch.from_numpy(pool).float().div(255).unsqueeze(1)
+    with torch.no_grad():
+        softmax = (model(unlabelled).softmax(1) + model(unlabelled.flip(3)).softmax(1)) / 2
+    top, confidence = softmax.argmax(1).numpy(), softmax.max(1).values.numpy()
+    expected = []
+    for label in range(10):
+        members = np.flatnonzero(top == label)
+        expected += list(members[np.argsort(-confidence[members])][: math.ceil(len(members) / 2)])
+    kept = sorted(expected)
+    assert np.array_equal(images[3 * LABELLED :], pool[kept])
+    assert set(np.unique(targets[3 * LABELLED :])) == {0.0, 1.0}
+    assert np.array_equal(targets[3 * LABELLED :].argmax(1), top[kept])
+
+
+@given(
+    numpy_arrays(np.float32, (60, 4), elements=st.floats(0.25, 1, width=32)),
+    st.floats(0.05, 1.0),
+)
+def test_each_class_keeps_its_surest_share(scores, share):
+    """Of each class (its top class), ceil(share x its count) images, none less sure than one
+    left out of the same class: a confidence threshold of each class's own."""
+    probabilities = scores / scores.sum(1, keepdims=True)
+    kept = most_confident_per_class(probabilities, share)
+    assert np.array_equal(kept, np.unique(kept))
+    top, confidence = probabilities.argmax(1), probabilities.max(1)
+    chosen = np.zeros(len(top), bool)
+    chosen[kept] = True
+    for label in range(4):
+        members = top == label
+        assert chosen[members].sum() == math.ceil(round(share * members.sum(), 9))
+        if (members & ~chosen).any():
+            assert confidence[members & chosen].min() >= confidence[members & ~chosen].max()
+
+
 def test_the_student_trains_and_counts_its_agreement_with_the_targets(
     tmp_path, prepared_data, teacher_model
 ):
@@ -88,6 +150,28 @@ def test_the_unlabelled_images_labels_never_reach_the_student(
         tmp_path,
         monkeypatch,
         lambda folder: student_job(folder, prepared_data, teacher_model),
+        LABELLED,
+    )
+    for key, tensor in weights[0].items():
+        assert torch.equal(weights[1][key], tensor), key
+
+
+def test_the_unlabelled_images_labels_never_reach_a_student_that_keeps_the_surest(
+    tmp_path, prepared_data, teacher_model, monkeypatch
+):
+    """The same with the teacher's surest half of each class as hard targets and the labels
+    repeated: the choice of images is the teacher's, never their labels'."""
+    weights = weights_with_the_unlabelled_labels_changed(
+        tmp_path,
+        monkeypatch,
+        lambda folder: student_job(
+            folder,
+            prepared_data,
+            teacher_model,
+            teacher_keep=0.5,
+            teacher_hard=True,
+            labelled_repeat=2,
+        ),
         LABELLED,
     )
     for key, tensor in weights[0].items():
@@ -145,6 +229,11 @@ def _config_with(**student):
         ({"seeds": [42, 45]}, "no seed 45"),
         ({"unlabelled_images": 0}, "remove teacher"),
         ({"teacher": "cnn_student"}, "come back round"),
+        ({"teacher": "", "teacher_keep": 0.5}, "teacher_keep = 0.5 .* no teacher"),
+        ({"teacher": "", "labelled_repeat": 10}, "labelled_repeat = 10 .* no teacher"),
+        ({"teacher": "", "teacher_hard": True}, "teacher_hard = True .* no teacher"),
+        ({"teacher_keep": 0}, "teacher_keep"),
+        ({"labelled_repeat": 0}, "labelled_repeat"),
     ],
 )
 def test_a_teacher_that_cannot_teach_is_a_config_error(changes, expected):

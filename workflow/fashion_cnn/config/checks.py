@@ -218,6 +218,14 @@ def _check_semi_supervised(experiment: dict, unlabelled: int, key: KeyName) -> N
             f"{experiment['unlabelled_images']}, train_subset {experiment['train_subset']}). "
             "Set train_subset and unlabelled_images (e.g. all), or remove teacher."
         )
+    teacher_keys = {"teacher_keep": 1.0, "teacher_hard": False, "labelled_repeat": 1}
+    chosen = [name for name, default in teacher_keys.items() if experiment[name] != default]
+    if chosen and not experiment["teacher"]:
+        raise UserError(
+            f"Config error: {key(chosen[0])} = {experiment[chosen[0]]} shapes what a teacher's "
+            "model teaches (self-training), but this experiment has no teacher. Set teacher to "
+            f"the experiment whose model labels the unlabelled images, or remove {chosen[0]}."
+        )
     if experiment["ema_warmup"] and not experiment["ema_decay"]:
         raise UserError(
             f"Config error: {key('ema_warmup')} ramps up the moving average's decay, but "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,11 +221,24 @@ class SelfTraining(Supervised):
         self, images: np.ndarray, labels: np.ndarray, unlabelled: np.ndarray, pipeline: Pipeline
     ) -> BatchSource:
         self._refuse_dataloader("a teacher's soft targets", pipeline.kind == "dataloader")
+        settings = self.experiment.semi_supervised
         targets = self._teach(unlabelled, pipeline.device)
+        kept = most_confident_per_class(targets, settings.teacher_keep)
+        if len(kept) < len(targets):
+            log.info(
+                "kept the surest %d of %d unlabelled images, each class's threshold: %s",
+                len(kept),
+                len(targets),
+                " ".join(f"{t:.2f}" for t in class_thresholds(targets[kept])),
+            )
+        targets, unlabelled = targets[kept], unlabelled[kept]
+        if settings.teacher_hard:
+            targets = np.eye(NUM_CLASSES, dtype=np.float32)[targets.argmax(axis=1)]
         one_hot = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+        repeat = settings.labelled_repeat
         return super().batches(
-            np.concatenate([images, unlabelled]),
-            np.concatenate([one_hot, targets]),
+            np.concatenate([*[images] * repeat, unlabelled]),
+            np.concatenate([*[one_hot] * repeat, targets]),
             unlabelled[:0],
             pipeline,
         )
@@ -271,12 +285,36 @@ class SelfTraining(Supervised):
 
     def describe(self, source: BatchSource) -> str:
         assert isinstance(source, DeviceBatches)  # the dataloader pipeline is refused
-        count = source.count - self.experiment.data.train_subset
+        settings, labelled = self.experiment.semi_supervised, self.experiment.data.train_subset
+        count = source.count - labelled * settings.labelled_repeat
         return (
-            f" ({self.experiment.data.train_subset:,} labelled, {count:,} with the soft targets "
-            f"of the teacher {self.experiment.semi_supervised.teacher}, mean confidence "
-            f"{100 * self.confidence:.1f}%)"
+            f" ({labelled:,} labelled, each {settings.labelled_repeat} times, {count:,} with the "
+            f"{'hard' if settings.teacher_hard else 'soft'} targets of the teacher "
+            f"{settings.teacher}, mean confidence {100 * self.confidence:.1f}%, the surest "
+            f"{settings.teacher_keep:.0%} of each class)"
         )
+
+
+def class_thresholds(probabilities: np.ndarray) -> list[float]:
+    """The lowest confidence among each class's images (by top class; 1 for a class with none)."""
+    top, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
+    return [
+        float(confidence[top == label].min()) if (top == label).any() else 1.0
+        for label in range(probabilities.shape[1])
+    ]
+
+
+def most_confident_per_class(probabilities: np.ndarray, share: float) -> np.ndarray:
+    """The indices (ascending) of the images a teacher is surest of, ``share`` of each class by
+    its top class (rounded up, so no class it predicts goes empty): each class's confidence
+    threshold is its own, and the classes keep their shares of the predictions."""
+    top, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
+    kept = []
+    for label in range(probabilities.shape[1]):
+        members = np.flatnonzero(top == label)
+        surest_first = members[np.argsort(-confidence[members], kind="stable")]
+        kept.append(surest_first[: math.ceil(round(share * len(members), 9))])
+    return np.sort(np.concatenate(kept))
 
 
 # The training methods, most specific first: the first whose ``applies`` holds is the run's.
