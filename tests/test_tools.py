@@ -179,3 +179,10 @@ def test_the_engines_time_to_90_is_each_repeats_first_epoch_there():
     assert "cnn_fast with precision fp32, 3 epochs" in record["title"]
     assert "Reached at epoch 2, 1, never" in record["note"]
     assert check_record(record, record["name"]) == record
+    args.targets = [92, 92.5]  # --targets: one record each, a dot in the figure made a _
+    first, second = tool.records(report, args)
+    assert (first["name"], second["name"]) == ("fast_3.engine_to_92", "fast_3.engine_to_92_5")
+    assert first["duration"]["seconds"] == [52.0] and second["duration"]["seconds"] == [76.0]
+    assert "Reached at epoch never, 2, never" in first["note"]
+    assert "first epoch at 92.5% test accuracy" in second["title"]
+    assert check_record(second, second["name"]) == second
