@@ -287,9 +287,10 @@ class SelfTraining(Supervised):
         assert isinstance(source, DeviceBatches)  # the dataloader pipeline is refused
         settings, labelled = self.experiment.semi_supervised, self.experiment.data.train_subset
         count = source.count - labelled * settings.labelled_repeat
+        repeat = settings.labelled_repeat
         return (
-            f" ({labelled:,} labelled, each {settings.labelled_repeat} times, {count:,} with the "
-            f"{'hard' if settings.teacher_hard else 'soft'} targets of the teacher "
+            f" ({labelled:,} labelled{f', each {repeat} times' if repeat > 1 else ''}, {count:,} "
+            f"with the {'hard' if settings.teacher_hard else 'soft'} targets of the teacher "
             f"{settings.teacher}, mean confidence {100 * self.confidence:.1f}%, the surest "
             f"{settings.teacher_keep:.0%} of each class)"
         )
