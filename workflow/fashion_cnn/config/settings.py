@@ -124,13 +124,9 @@ class SemiSupervisedSettings(_Settings):
     pseudo_labels_from: str  # model (FixMatch) or average (a mean teacher)
     distribution_alignment: bool  # pseudo-labels aligned with the class shares (ReMixMatch)
     teacher: str  # self-training: the experiment whose model labels the unlabelled images; "" none
-    teacher_keep: (
-        float  # self-training: each class's share of the unlabelled images kept, surest first
-    )
-    teacher_hard: (
-        bool  # self-training: the teacher's top class (one-hot) as target, not its softmax
-    )
-    labelled_repeat: int  # self-training: times each labelled image appears in the student's set
+    teacher_keep: float  # self-training: each class's surest share of the unlabelled images
+    teacher_hard: bool  # self-training: the teacher's top class as target, not its softmax
+    labelled_repeat: int  # self-training: times each labelled image is in the student's set
 
     @property
     def enabled(self) -> bool:

@@ -7,7 +7,9 @@ SemiSupervisedBatches``), the loss is ``losses.ConsistencyLoss``, the weak views
 model (or its moving average) without gradients, and the history gains ``pseudo_label_rate``.
 ``SelfTraining`` is Noisy Student's (Xie et al. 2020): a teacher's softmax on the unlabelled
 images is their soft target, and the run trains on the labelled and the unlabelled images
-together, with its own augmentation as the noise.
+together, with its own augmentation as the noise (``teacher_keep`` keeps each class's surest
+share of them, ``teacher_hard`` makes the targets the teacher's top class, ``labelled_repeat``
+weights the labelled images up).
 The loop asks the method and never branches on which it has; ``training_method`` picks it from
 the settings (``METHODS``, the first whose ``applies`` holds).
 """
@@ -286,8 +288,8 @@ class SelfTraining(Supervised):
     def describe(self, source: BatchSource) -> str:
         assert isinstance(source, DeviceBatches)  # the dataloader pipeline is refused
         settings, labelled = self.experiment.semi_supervised, self.experiment.data.train_subset
-        count = source.count - labelled * settings.labelled_repeat
         repeat = settings.labelled_repeat
+        count = source.count - labelled * repeat
         return (
             f" ({labelled:,} labelled{f', each {repeat} times' if repeat > 1 else ''}, {count:,} "
             f"with the {'hard' if settings.teacher_hard else 'soft'} targets of the teacher "
