@@ -288,13 +288,13 @@ class SelfTraining(Supervised):
     def describe(self, source: BatchSource) -> str:
         assert isinstance(source, DeviceBatches)  # the dataloader pipeline is refused
         settings, labelled = self.experiment.semi_supervised, self.experiment.data.train_subset
-        repeat = settings.labelled_repeat
+        repeat, keep = settings.labelled_repeat, settings.teacher_keep
         count = source.count - labelled * repeat
         return (
             f" ({labelled:,} labelled{f', each {repeat} times' if repeat > 1 else ''}, {count:,} "
             f"with the {'hard' if settings.teacher_hard else 'soft'} targets of the teacher "
-            f"{settings.teacher}, mean confidence {100 * self.confidence:.1f}%, the surest "
-            f"{settings.teacher_keep:.0%} of each class)"
+            f"{settings.teacher}{f', the surest {keep:.0%} of each class' if keep < 1 else ''}, "
+            f"its mean confidence on all of them {100 * self.confidence:.1f}%)"
         )
 
 
