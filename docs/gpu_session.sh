@@ -19,8 +19,8 @@
 # the frontier recipes to 94% and 95.5% test accuracy on the GPU (issue 32's GPU item): each of
 # FRONTIER's recipe:epochs on seeds 42 43 44, one whole process each, its per-epoch states tested
 # after the run (tools/chapter_script_timing.py --targets); frontier.tgz holds the timings. Alone
-# (STAGES=frontier) it is planned for one 15-minute lease: about 10 minutes on an H100 (not yet
-# run on one: the estimate scales the CPU's epoch times, and the stage's limit cuts it short).
+# (STAGES=frontier) it is planned for one 15-minute lease; its time on a GPU is not measured yet
+# (each run has a 240 s limit).
 set -u
 OUT=${OUT:-/tmp/gpu-session}
 DEVICE=${DEVICE:-cuda}
