@@ -60,7 +60,7 @@ else
     SWITCHES=(channels_last cuda_graph channels_last+cuda_graph)
     DAG_CONFIG=(--configfile config.yaml)
     LIMITS=(60 100 300 60 420 80)
-    FRONTIER=${FRONTIER:-cnn_fast:5 cnn_frontier_wide:20}
+    FRONTIER=${FRONTIER:-cnn_speedrun:12 cnn_frontier_wide:20}
     FRONTIER_RUN=(--repeats 1)
     FRONTIER_SEEDS=(42 43 44)
     EXERCISE_CONFIG=(--configfile config.yaml)

@@ -241,7 +241,8 @@ def test_vit_b16_takes_grey_28x28_as_imagenet_rgb_at_its_size():
 def test_every_experiment_of_the_config_builds_its_model_with_its_arguments():
     """config.yaml's experiments, each as its own settings build it (width, dropout, patch size,
     ...): ten outputs per image at the size the experiment feeds it. The two frontier recipes'
-    sizes are the ones docs/results/notebook.md names (926,578 and 1,645,546 parameters)."""
+    sizes are the ones docs/results/notebook.md names (926,578 and 1,645,546 parameters), the
+    speed-run's width 16 a quarter of the arithmetic of width 32 (412,666)."""
     from conftest import base_config
     from fashion_cnn.config.settings import ExperimentSettings
     from fashion_cnn.models.catalog import model_arguments
@@ -258,4 +259,5 @@ def test_every_experiment_of_the_config_builds_its_model_with_its_arguments():
         counts[name] = parameter_count(model)
     assert counts["cnn_frontier"] == 926_578
     assert counts["cnn_frontier_wide"] == 1_645_546
+    assert counts["cnn_speedrun"] == 412_666
     assert counts["cnn_baseline"] == 167_114

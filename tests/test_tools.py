@@ -186,3 +186,57 @@ def test_the_engines_time_to_90_is_each_repeats_first_epoch_there():
     assert "Reached at epoch never, 2, never" in first["note"]
     assert "first epoch at 92.5% test accuracy" in second["title"]
     assert check_record(second, second["name"]) == second
+
+
+def test_a_timing_over_seeds_gives_each_seeds_time_and_their_last_epochs_accuracy():
+    """--seeds: one repeat per seed; the time to a target names the seeds, and NAME.accuracy is
+    the seeds' test accuracies after their last epoch with their mean and spread (scipy's
+    interval), on the page --question names."""
+    from fashion_cnn.results.ledger import check_record
+    from fashion_cnn.results.stats import describe
+
+    tool = _timing_tool()
+    finals = [0.9412, 0.9398, 0.9436]
+    curves = [
+        [
+            {"epoch": 1, "seconds": 40.0 + seed - 42, "test_accuracy": 0.93},
+            {"epoch": 2, "seconds": 80.0 + seed - 42, "test_accuracy": final},
+        ]
+        for seed, final in zip((42, 43, 44), finals, strict=True)
+    ]
+    report = {
+        "command": "python tools/chapter_script_timing.py --engine-only --seeds 42 43 44",
+        "commit": "abc1234",
+        "date": "2026-12-07",
+        "epochs": 2,
+        "engine_threads": 2,
+        "engine_experiment": "cnn_speedrun",
+        "engine_recipe": {},
+        "engine_seeds": [42, 43, 44],
+        "chapter_script": [],
+        "engine_process": {
+            "seconds": [90.0, 91.0, 92.0],
+            "test_accuracy": finals[-1],
+            "epochs": curves[-1],
+            "curves": curves,
+        },
+    }
+    args = type(
+        "Args",
+        (),
+        {"publish": "run", "cpu": "a CPU", "threads": 2, "targets": [94], "question": "frontier"},
+    )()
+    to_94, accuracy = tool.records(report, args)
+    assert to_94["name"] == "run.engine_to_94" and to_94["question"] == "frontier"
+    assert to_94["duration"]["seconds"] == [80.0, 82.0]  # seed 43 never got there
+    assert "Reached at epoch 2, never, 2 (one per seed (42, 43, 44))" in to_94["note"]
+    assert accuracy["name"] == "run.accuracy" and accuracy["kind"] == "accuracy"
+    assert accuracy["accuracy"]["seeds"] == [42, 43, 44]
+    assert accuracy["accuracy"]["values"] == finals
+    expected = describe(finals)
+    assert accuracy["accuracy"]["mean"] == pytest.approx(expected["mean"])
+    assert accuracy["accuracy"]["ci95"] == pytest.approx(expected["ci95"])
+    for record in (to_94, accuracy):
+        assert check_record(record, record["name"]) == record
+    report["engine_seeds"] = []  # repeats of the recipe's own seed: no accuracy over seeds
+    assert [record["name"] for record in tool.records(report, args)] == ["run.engine_to_94"]

@@ -24,7 +24,8 @@ time to 90% is the time to the first saved epoch at 90% or more.
 the two processes' images/s; ``NAME.chapter_to_90`` and ``NAME.engine_to_90``, each one's time to
 its first epoch at 90% test accuracy or more (``--targets`` gives the engine's other thresholds:
 ``--targets 94 95.5`` publishes ``NAME.engine_to_94`` and ``NAME.engine_to_95_5``); then
-``make docs``.
+``make docs``. With ``--engine-only --seeds 42 43 44`` each repeat is one seed (the recipe's
+``seed``), and ``NAME.accuracy`` adds the seeds' test accuracies after their last epoch.
 
 Run: ``python tools/chapter_script_timing.py --raw-folder /usr/share/datasets/fashion-mnist
 --data results/data/fashion_mnist.npz --epochs 10 --repeats 2 --output-json timing.json``
@@ -90,14 +91,15 @@ def chapter_script(raw_folder: str, root: Path, epochs: int, train_images: int) 
 
 
 def engine(data: Path, folder: Path, args: argparse.Namespace, repeat: int) -> dict:
-    """Wall seconds of the engine's training process (``args.experiment`` for ``args.epochs``),
-    start to exit, and to each epoch's saved state (``engine.checkpoint_every_epochs: 1``): the
-    state file is copied to ``folder/epochs-<repeat>/`` as soon as it changes, for its test
-    accuracy after the run."""
+    """Wall seconds of the engine's training process (``args.experiment`` for ``args.epochs``,
+    with ``--seeds`` the repeat's seed), start to exit, and to each epoch's saved state
+    (``engine.checkpoint_every_epochs: 1``): the state file is copied to
+    ``folder/epochs-<repeat>/`` as soon as it changes, for its test accuracy after the run."""
     recipe = {
         **json.loads(args.recipe),
         "epochs": args.epochs,
         **({"train_subset": args.train_images} if args.train_images else {}),
+        **({"seed": args.seeds[repeat]} if getattr(args, "seeds", None) else {}),
     }
     threads = args.threads
     command = [
@@ -188,6 +190,11 @@ def main() -> None:
     )
     parser.add_argument("--note", default="", help="a sentence added to each record's note")
     parser.add_argument(
+        "--question",
+        default="speed",
+        help="the results page the records go on (docs/results/<question>.md; default speed)",
+    )
+    parser.add_argument(
         "--recipe",
         default="{}",
         help='the engine\'s recipe changed (JSON, e.g. \'{"precision": "fp32"}\'; needs '
@@ -207,6 +214,14 @@ def main() -> None:
         action="store_true",
         help="time the engine alone (its time to --targets), without the chapter's script",
     )
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        metavar="SEED",
+        help="one repeat per seed (replaces --repeats; needs --engine-only); --publish then adds "
+        "NAME.accuracy, the seeds' test accuracies after their last epoch",
+    )
     args = parser.parse_args()
     if not args.from_json and not (
         args.data and args.output_json and (args.raw_folder or args.engine_only)
@@ -214,6 +229,10 @@ def main() -> None:
         parser.error(
             "measuring needs --data, --output-json and (unless --engine-only) --raw-folder"
         )
+    if args.seeds and not args.engine_only:
+        parser.error("--seeds changes the engine's recipe from the chapter's: add --engine-only")
+    if args.seeds:
+        args.repeats = len(args.seeds)
     if args.recipe != "{}" and not args.engine_only:
         parser.error("--recipe changes the engine's recipe from the chapter's: add --engine-only")
     if args.experiment != "cnn_baseline" and not args.engine_only:
@@ -264,6 +283,7 @@ def measure(args: argparse.Namespace) -> dict:
         "engine_threads": args.threads,
         "engine_experiment": args.experiment,
         "engine_recipe": json.loads(args.recipe),
+        "engine_seeds": args.seeds or [],
         "chapter_script": runs["chapter_script"],
         "engine_process": {
             "seconds": [run["seconds"] for run in runs["engine_process"]],
@@ -286,7 +306,7 @@ def records(report: dict, args: argparse.Namespace) -> list[dict]:
     from fashion_cnn.core.provenance import cpu_name
 
     common = {
-        "question": "speed",
+        "question": getattr(args, "question", "speed"),
         "command": report["command"],
         "commit": report["commit"],
         "machine": {
@@ -301,6 +321,7 @@ def records(report: dict, args: argparse.Namespace) -> list[dict]:
     }
     made = [whole_process(report, args, common), chapter_to_90(report, args, common)]
     made += [engine_to(target, report, args, common) for target in getattr(args, "targets", [90])]
+    made.append(seeds_accuracy(report, args, common))
     note = getattr(args, "note", "")
     return [{**record, "note": f"{record['note']} {note}".strip()} for record in made if record]
 
@@ -377,6 +398,8 @@ def engine_to(target: float, report: dict, args: argparse.Namespace, common: dic
     tested = "; ".join(
         " / ".join(f"{100 * row['test_accuracy']:.2f}" for row in curve) for curve in curves
     )
+    seeds = report.get("engine_seeds") or []
+    each = f"seed ({', '.join(map(str, seeds))})" if seeds else "repeat"
     return {
         **common,
         "name": f"{args.publish}.engine_to_{suffix}",
@@ -387,9 +410,40 @@ def engine_to(target: float, report: dict, args: argparse.Namespace, common: dic
         "duration": {"seconds": [row["seconds"] for row in firsts if row is not None]},
         "note": "Reached at epoch "
         + ", ".join(str(row["epoch"]) if row else "never" for row in firsts)
-        + " (one per repeat), timed to that epoch's saved state (so its save included); each "
-        f"epoch's state tested after the run, per repeat: {tested} (%, epochs 1 to "
+        + f" (one per {each}), timed to that epoch's saved state (so its save included); each "
+        f"epoch's state tested after the run, per {each.split(' ')[0]}: {tested} (%, epochs 1 to "
         f"{report['epochs']}).",
+    }
+
+
+def seeds_accuracy(report: dict, args: argparse.Namespace, common: dict) -> dict | None:
+    """With ``--seeds``: each seed's test accuracy after its last epoch (its saved state, tested
+    after the run), with their mean, spread and 95% interval."""
+    from fashion_cnn.results.stats import describe  # here: a timing alone loads no package
+
+    seeds = report.get("engine_seeds") or []
+    if not seeds:
+        return None
+    values = [curve[-1]["test_accuracy"] for curve in report["engine_process"]["curves"]]
+    summary = describe(values)
+    experiment = report.get("engine_experiment", "cnn_baseline")
+    return {
+        **common,
+        "name": f"{args.publish}.accuracy",
+        "title": f"{experiment}, {report['epochs']} epochs: the test accuracy after the last "
+        f"epoch, {len(seeds)} seeds, each a whole timed process",
+        "kind": "accuracy",
+        "accuracy": {
+            **{key: summary[key] for key in ("n", "mean", "std", "ci95")},
+            "seeds": list(seeds),
+            "values": summary["values"],
+        },
+        "training_time": ", ".join(
+            f"{seconds / 60:.1f}" for seconds in report["engine_process"]["seconds"]
+        )
+        + " min (each seed's whole process)",
+        "note": "Each seed's last saved epoch, tested after the run with the recipe's test-time "
+        "views; the recipe was chosen on held-out training images, never on the test set.",
     }
 
 
