@@ -307,3 +307,30 @@ def test_a_notebook_section_shows_a_records_figure_and_follows_it(tmp_path):
     (ledger / "notebook.frontier_found.json").write_text(json.dumps(section))
     with pytest.raises(UserError, match="no accuracy record is named 'cnn_frontier.4seeds'"):
         rendered(ledger, readme, pages)
+
+
+def test_an_ablation_is_one_record_rendered_as_its_table(tmp_path):
+    """A recipe taken apart is one record (kind ablation): its rows render as one table on its
+    page, accuracies as percentages and words as they are, the recipe's row first and bold,
+    then its reading; a row with a figure too few for the columns is refused, naming the row."""
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    record = json.loads((LEDGER / "frontier.speedrun_ablation.json").read_text())
+    record["ablation"]["rows"][1]["values"][0] = 0.91234
+    record["ablation"]["rows"][1]["values"][3] = "never"
+    (ledger / "frontier.speedrun_ablation.json").write_text(json.dumps(record))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\n{END}\n")
+    page = rendered(ledger, readme, tmp_path / "results")[tmp_path / "results" / "frontier.md"]
+    first, second = record["ablation"]["rows"][:2]
+    assert f"| **{first['run']}** | {first['changed']} |" in page
+    assert f"| {second['run']} | {second['changed']} | 91.23% |" in page
+    assert page.rstrip().endswith(record["note"])
+    assert page.index("Scored on the last 5,000") < page.index(f"**{first['run']}**")
+    assert page.count("| run | changed from the recipe |") == 1
+    record["ablation"]["rows"][2]["values"].pop()
+    with pytest.raises(UserError, match=re.escape(record["ablation"]["rows"][2]["run"])):
+        check_record(record, "x.json")
+    record["ablation"]["rows"][2]["values"].append(1.5)  # a fraction, not a percentage
+    with pytest.raises(UserError, match="ablation"):
+        check_record(record, "x.json")

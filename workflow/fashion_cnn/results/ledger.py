@@ -66,6 +66,14 @@ def check_record(record: Any, where: str) -> dict[str, Any]:
             f"{len(accuracy['seeds'])} seeds and {len(accuracy['values'])} values; give one "
             "value per seed."
         )
+    ablation = checked.get("ablation")
+    for row in (ablation or {}).get("rows", []):
+        if len(row["values"]) != len(ablation["columns"]):
+            raise UserError(
+                f"Ledger record {where}: ablation row '{row['run']}' has "
+                f"{len(row['values'])} values for {len(ablation['columns'])} columns; give one "
+                "value per column, in the columns' order."
+            )
     return checked
 
 

@@ -125,7 +125,7 @@ def _duration_row(record: dict[str, Any]) -> list[str]:
 def _order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Accuracies first, then the differences between them, then speed and durations, each by
     name; the notebook's sections in their order."""
-    kinds = ["accuracy", "difference", "speed", "duration", "notebook"]
+    kinds = ["accuracy", "difference", "speed", "duration", "ablation", "notebook"]
 
     def key(record: dict[str, Any]) -> tuple[int, int, str]:
         place = record["notebook"]["order"] if record["kind"] == "notebook" else 0
@@ -162,6 +162,30 @@ def _notebook_section(record: dict[str, Any], records: dict[str, dict[str, Any]]
     return [*lines, "", body]
 
 
+def _ablation_section(record: dict[str, Any]) -> list[str]:
+    """An ablation record: its heading, where it came from, what it was scored on, then one
+    row per run (accuracies as percentages, words as they are)."""
+    ablation = record["ablation"]
+    rows = [
+        [
+            f"**{row['run']}**" if index == 0 else row["run"],
+            row["changed"],
+            *(
+                value if isinstance(value, str) else f"{100 * value:.2f}%"
+                for value in row["values"]
+            ),
+        ]
+        for index, row in enumerate(ablation["rows"])
+    ]
+    lines = ["", f"## {record['name']}", "", f"**{record['title']}**", ""]
+    without_note = {key: value for key, value in record.items() if key != "note"}
+    lines += [f"- {line}" for line in _provenance_lines(without_note)]
+    lines += ["", f"Scored on {ablation['scored_on']}.", ""]
+    table = markdown_table(["run", "changed from the recipe", *ablation["columns"]], rows)
+    lines.append(table.rstrip())
+    return lines + (["", record["note"]] if record.get("note") else [])
+
+
 def render_page(
     question: str, records: list[dict[str, Any]], everything: dict[str, dict[str, Any]]
 ) -> str:
@@ -192,6 +216,9 @@ def render_page(
     for record in records:
         if record["kind"] == "notebook":
             lines += _notebook_section(record, everything)
+            continue
+        if record["kind"] == "ablation":
+            lines += _ablation_section(record)
             continue
         lines += ["", f"## {record['name']}", "", f"**{record['title']}**", ""]
         lines += [f"- {line}" for line in _provenance_lines(record)]
