@@ -66,8 +66,8 @@ def check_record(record: Any, where: str) -> dict[str, Any]:
             f"{len(accuracy['seeds'])} seeds and {len(accuracy['values'])} values; give one "
             "value per seed."
         )
-    ablation = checked.get("ablation")
-    for row in (ablation or {}).get("rows", []):
+    ablation: dict[str, Any] = checked.get("ablation") or {"columns": [], "rows": []}
+    for row in ablation["rows"]:
         if len(row["values"]) != len(ablation["columns"]):
             raise UserError(
                 f"Ledger record {where}: ablation row '{row['run']}' has "
