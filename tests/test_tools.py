@@ -240,3 +240,20 @@ def test_a_timing_over_seeds_gives_each_seeds_time_and_their_last_epochs_accurac
         assert check_record(record, record["name"]) == record
     report["engine_seeds"] = []  # repeats of the recipe's own seed: no accuracy over seeds
     assert [record["name"] for record in tool.records(report, args)] == ["run.engine_to_94"]
+
+
+@pytest.mark.slow
+def test_a_timing_for_a_page_that_does_not_exist_is_refused_before_it_runs(tmp_path):
+    """--question names the results page; a wrong one stops the tool before anything is timed
+    or written, naming the pages there are."""
+    result = subprocess.run(
+        [
+            sys.executable, str(TOOLS[0].parent / "chapter_script_timing.py"), "--engine-only",
+            "--data", str(tmp_path / "x.npz"), "--output-json", str(tmp_path / "t.json"),
+            "--seeds", "42", "43", "--publish", "run", "--question", "frontpage",
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "frontpage is no results page" in result.stderr and "frontier" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "t.json").exists()

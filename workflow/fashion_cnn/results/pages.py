@@ -123,8 +123,8 @@ def _duration_row(record: dict[str, Any]) -> list[str]:
 
 
 def _order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Accuracies first, then the differences between them, then speed and durations, each by
-    name; the notebook's sections in their order."""
+    """Accuracies first, then the differences between them, then speed, durations and ablations,
+    each by name; the notebook's sections in their order."""
     kinds = ["accuracy", "difference", "speed", "duration", "ablation", "notebook"]
 
     def key(record: dict[str, Any]) -> tuple[int, int, str]:
