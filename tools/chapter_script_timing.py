@@ -407,7 +407,8 @@ def engine_to(target: float, report: dict, args: argparse.Namespace, common: dic
         " / ".join(f"{100 * row['test_accuracy']:.2f}" for row in curve) for curve in curves
     )
     seeds = report.get("engine_seeds") or []
-    each = f"seed ({', '.join(map(str, seeds))})" if seeds else "repeat"
+    unit = "seed" if seeds else "repeat"
+    each = f"seed ({', '.join(map(str, seeds))})" if seeds else unit
     return {
         **common,
         "name": f"{args.publish}.engine_to_{suffix}",
@@ -419,7 +420,7 @@ def engine_to(target: float, report: dict, args: argparse.Namespace, common: dic
         "note": "Reached at epoch "
         + ", ".join(str(row["epoch"]) if row else "never" for row in firsts)
         + f" (one per {each}), timed to that epoch's saved state (so its save included); each "
-        f"epoch's state tested after the run, per {each.split(' ')[0]}: {tested} (%, epochs 1 to "
+        f"epoch's state tested after the run, per {unit}: {tested} (%, epochs 1 to "
         f"{report['epochs']}).",
     }
 

@@ -177,10 +177,8 @@ def _ablation_section(record: dict[str, Any]) -> list[str]:
         ]
         for index, row in enumerate(ablation["rows"])
     ]
-    lines = ["", f"## {record['name']}", "", f"**{record['title']}**", ""]
     without_note = {key: value for key, value in record.items() if key != "note"}
-    lines += [f"- {line}" for line in _provenance_lines(without_note)]
-    lines += ["", f"Scored on {ablation['scored_on']}.", ""]
+    lines = [*_record_heading(without_note), "", f"Scored on {ablation['scored_on']}.", ""]
     table = markdown_table(["run", "changed from the recipe", *ablation["columns"]], rows)
     lines.append(table.rstrip())
     return lines + (["", record["note"]] if record.get("note") else [])
@@ -220,9 +218,15 @@ def render_page(
         if record["kind"] == "ablation":
             lines += _ablation_section(record)
             continue
-        lines += ["", f"## {record['name']}", "", f"**{record['title']}**", ""]
-        lines += [f"- {line}" for line in _provenance_lines(record)]
+        lines += _record_heading(record)
     return "\n".join(lines) + "\n"
+
+
+def _record_heading(record: dict[str, Any]) -> list[str]:
+    """A record's section: its name as the heading (the anchor other pages link to), its
+    title, and where it came from."""
+    lines = ["", f"## {record['name']}", "", f"**{record['title']}**", ""]
+    return lines + [f"- {line}" for line in _provenance_lines(record)]
 
 
 TRUST_INTRO = (
