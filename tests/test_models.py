@@ -238,11 +238,32 @@ def test_vit_b16_takes_grey_28x28_as_imagenet_rgb_at_its_size():
     assert parameter_count(model) == 86_567_656 - 769_000 + 7_690 - (197 - 5) * 768
 
 
+def test_the_light_frontier_recipe_is_the_frontier_recipe_with_the_keys_its_comment_names():
+    """cnn_frontier_light is what config.yaml's comment says: cnn_frontier without erasing, with the
+    moving average warmed up and one epoch more, nothing else (its figures are compared with
+    cnn_frontier's on docs/results/frontier.md, which holds only where nothing else differs)."""
+    from conftest import base_config
+
+    experiments = base_config()["experiments"]
+    frontier, light = experiments["cnn_frontier"], experiments["cnn_frontier_light"]
+    changed = {
+        key: (frontier.get(key), light.get(key))
+        for key in frontier.keys() | light.keys()
+        if frontier.get(key) != light.get(key) and key != "description"
+    }
+    assert changed == {
+        "augmentation": ("flip_crop_erase", "flip_crop"),
+        "ema_warmup": (False, True),
+        "epochs": (15, 16),
+    }
+
+
 def test_every_experiment_of_the_config_builds_its_model_with_its_arguments():
     """config.yaml's experiments, each as its own settings build it (width, dropout, patch size,
     ...): ten outputs per image at the size the experiment feeds it. The two frontier recipes'
     sizes are the ones docs/results/notebook.md names (926,578 and 1,645,546 parameters), the
-    speed-run's width 16 a quarter of the arithmetic of width 32 (412,666)."""
+    speed-run's width 16 a quarter of the arithmetic of width 32 (412,666); cnn_frontier_light is
+    cnn_frontier's network."""
     from conftest import base_config
     from fashion_cnn.config.settings import ExperimentSettings
     from fashion_cnn.models.catalog import model_arguments
@@ -260,4 +281,6 @@ def test_every_experiment_of_the_config_builds_its_model_with_its_arguments():
     assert counts["cnn_frontier"] == 926_578
     assert counts["cnn_frontier_wide"] == 1_645_546
     assert counts["cnn_speedrun"] == 412_666
+    # the same network as cnn_frontier, lighter augmentation
+    assert counts["cnn_frontier_light"] == counts["cnn_frontier"]
     assert counts["cnn_baseline"] == 167_114
