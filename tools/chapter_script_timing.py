@@ -408,7 +408,7 @@ def engine_to(target: float, report: dict, args: argparse.Namespace, common: dic
     )
     seeds = report.get("engine_seeds") or []
     unit = "seed" if seeds else "repeat"
-    each = f"seed ({', '.join(map(str, seeds))})" if seeds else unit
+    each = f"{unit} ({', '.join(map(str, seeds))})" if seeds else unit
     return {
         **common,
         "name": f"{args.publish}.engine_to_{suffix}",
