@@ -486,17 +486,21 @@ ALIGNED_FIXMATCH = {
 }
 
 
+SELF_ADAPTIVE_FIXMATCH = dict(ALIGNED_FIXMATCH, pseudo_label_thresholds="self_adaptive")
+
+
 @pytest.mark.parametrize(
     "extra",
-    [{}, {"ema_warmup": True}, ALIGNED_FIXMATCH],
-    ids=["ema", "ema_warmup", "fixmatch_aligned"],
+    [{}, {"ema_warmup": True}, ALIGNED_FIXMATCH, SELF_ADAPTIVE_FIXMATCH],
+    ids=["ema", "ema_warmup", "fixmatch_aligned", "fixmatch_self_adaptive"],
 )
 def test_a_run_with_weight_averaging_resumes_exactly(
     tmp_path, prepared_data, monkeypatch, caplog, extra
 ):
     """Stopped after epoch 1 and resumed, a run ends bit-identical to one that never stopped:
-    the weights, their average and (fixmatch_aligned) distribution alignment's running class
-    shares all come back from the training state."""
+    the weights, their average, (fixmatch_aligned) distribution alignment's running class
+    shares and (fixmatch_self_adaptive) the thresholds' running confidences all come back from
+    the training state."""
     import fashion_cnn.training.engine as engine
 
     changes = {
@@ -533,6 +537,9 @@ def test_a_run_with_weight_averaging_resumes_exactly(
     if extra.get("distribution_alignment"):
         shares = expected["loss_state"]["predicted_shares"]
         assert not torch.allclose(shares, torch.full_like(shares, 0.1))  # it moved
+    if extra.get("pseudo_label_thresholds"):
+        confidence = expected["loss_state"]["thresholds.class_confidence"]
+        assert not torch.allclose(confidence, torch.full_like(confidence, 0.1))  # it moved
 
 
 @pytest.mark.slow

@@ -18,12 +18,14 @@ from fashion_cnn.models.architectures.cnn import ChapterCNN
 from fashion_cnn.models.catalog import MODELS, build_model
 from fashion_cnn.models.registry import ModelEntry, option
 from fashion_cnn.tools.choices import render, write_or_check
+from fashion_cnn.training.losses import THRESHOLDS
 from fashion_cnn.training.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_scheduler
 from torch import nn
 
 REGISTRIES = {"model": MODELS, "augmentation": PRESETS, "optimizer": OPTIMIZERS}
 REGISTRIES["lr_schedule"] = SCHEDULES
 REGISTRIES["strong_augmentation"] = PRESETS  # a second key choosing from the presets
+REGISTRIES["pseudo_label_thresholds"] = THRESHOLDS
 
 
 @pytest.mark.parametrize("key", list(REGISTRIES))

@@ -12,7 +12,11 @@ from fashion_cnn.evaluation.plots import plot_history
 from fashion_cnn.models.catalog import build_model
 from fashion_cnn.training.batches import SemiSupervisedBatches
 from fashion_cnn.training.engine import train_model
-from fashion_cnn.training.losses import ConsistencyLoss, WeakViewsWithoutGradients
+from fashion_cnn.training.losses import (
+    ConsistencyLoss,
+    SelfAdaptiveThresholds,
+    WeakViewsWithoutGradients,
+)
 from fashion_cnn.training.run import start_run
 
 SEMI = {
@@ -85,6 +89,35 @@ def test_distribution_alignment_gives_an_under_predicted_class_more_pseudo_label
     assert torch.equal(plain.pseudo_label_probabilities(weak), weak.softmax(1))
     assert "predicted_shares" not in plain.state_dict()
     assert "predicted_shares" in loss.state_dict()
+
+
+def test_self_adaptive_thresholds_are_lower_for_a_class_the_model_is_less_sure_of():
+    """pseudo_label_thresholds: self_adaptive (FreeMatch). The global threshold and each class's
+    mean probability start at 1 / classes and move toward this batch's before it is masked; a
+    class's threshold is the global one times its mean probability over the largest class's. So
+    the same confidence (0.7) passes for a class the model predicts less surely and fails for
+    the one it is sure of, and the state is the loss's (a checkpoint keeps it)."""
+    keep = SelfAdaptiveThresholds.MOMENTUM
+    probabilities = torch.tensor([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.15, 0.7, 0.15]])
+    thresholds = SelfAdaptiveThresholds(threshold=0.95, classes=3)
+    got = thresholds(probabilities)
+    mean_confidence = keep / 3 + (1 - keep) * (0.9 + 0.9 + 0.7) / 3
+    class_confidence = keep / 3 + (1 - keep) * probabilities.mean(dim=0)
+    local = class_confidence / class_confidence.max()
+    assert torch.allclose(thresholds.mean_confidence, torch.tensor(mean_confidence))
+    assert torch.allclose(got, mean_confidence * local[torch.tensor([0, 0, 1])])
+    thresholds.mean_confidence.fill_(0.8)  # as after many confident batches
+    thresholds.class_confidence.copy_(torch.tensor([0.6, 0.2, 0.2]))
+    loss = ConsistencyLoss(threshold=0.95, weight=1.0, thresholds="self_adaptive", classes=3)
+    loss.thresholds.load_state_dict(thresholds.state_dict())
+    weak = torch.tensor([[0.7, 0.15, 0.15], [0.15, 0.7, 0.15]]).log()
+    strong = torch.zeros(2, 3, requires_grad=True)
+    loss(torch.cat([torch.zeros(1, 3), weak, strong]), torch.tensor([0])).backward()
+    assert int(loss.confident) == 1  # class 1's threshold about 0.8 x 0.2 / 0.6; class 0's 0.8
+    assert torch.all(strong.grad[0] == 0) and torch.any(strong.grad[1] != 0)
+    assert set(loss.state_dict()) == {"thresholds.mean_confidence", "thresholds.class_confidence"}
+    fixed = ConsistencyLoss(threshold=0.95, weight=1.0)
+    assert torch.equal(fixed.thresholds(weak.softmax(1)), torch.full((2,), 0.95))
 
 
 def test_the_weak_views_cost_a_forward_pass_and_change_nothing_else(arrays):
@@ -190,18 +223,22 @@ def test_batches_hold_the_labelled_images_then_two_views_of_unlabelled_ones(arra
 
 MEAN_TEACHER = {"pseudo_labels_from": "average", "ema_decay": 0.9, "ema_warmup": True}
 ALIGNED = {"distribution_alignment": True}
+SELF_ADAPTIVE = {"pseudo_label_thresholds": "self_adaptive"}
 
 
 @pytest.mark.parametrize(
-    "teacher", [{}, MEAN_TEACHER, ALIGNED], ids=["model", "average", "aligned"]
+    "teacher",
+    [{}, MEAN_TEACHER, ALIGNED, SELF_ADAPTIVE],
+    ids=["model", "average", "aligned", "self_adaptive"],
 )
 def test_the_unlabelled_images_labels_never_reach_training(
     tmp_path, prepared_data, arrays, monkeypatch, teacher
 ):
     """Train twice: once with the real dataset, once with every label after the labelled subset
     scrambled. The weights must be bit-identical: those labels never reached the loss (with
-    pseudo-labels from the model, from its moving average, and aligned with the class shares,
-    whose running estimate is made from the predictions alone)."""
+    pseudo-labels from the model, from its moving average, aligned with the class shares, and
+    with self-adaptive thresholds: both running estimates are made from the predictions
+    alone)."""
     weights = weights_with_the_unlabelled_labels_changed(
         tmp_path,
         monkeypatch,
@@ -269,6 +306,8 @@ def test_the_history_records_each_epochs_share_of_pseudo_labels_that_passed(
             {"train_subset": 500, "unlabelled_images": 0, "distribution_alignment": True},
             "remove distribution_alignment",
         ),
+        ({"pseudo_label_thresholds": "self_adaptive"}, "remove pseudo_label_thresholds"),
+        ({"pseudo_label_thresholds": "flexmatch"}, 'choose one of "fixed", "self_adaptive"'),
     ],
 )
 def test_impossible_splits_are_config_errors(changes, expected):

@@ -32,13 +32,7 @@ def test_every_tool_is_listed():
 def test_the_lint_lets_through_only_the_missing_container_of_the_rules_that_need_none():
     """make lint's snakemake --lint: the rules marked `container: False` are the data's, and only
     their "no container" lint is let through; any other lint, or that lint elsewhere, is kept."""
-    import importlib.util  # here: tools/ is not a package; load the script as a module
-
-    spec = importlib.util.spec_from_file_location(
-        "snakemake_lint", TOOLS[0].parent / "snakemake_lint.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _tool("snakemake_lint")
     assert tool.rules_without_a_container() == {"download_data", "prepare_data"}
     text = (
         "Lints for rule download_data (line 7, /x/data.smk):\n"
@@ -53,6 +47,57 @@ def test_the_lint_lets_through_only_the_missing_container_of_the_rules_that_need
         ("train_model", tool.BY_DESIGN),
         ("train_model", "Param settings is a prefix of input or output file but hardcoded"),
     ]
+
+
+def _tool(name: str):
+    import importlib.util  # here: tools/ is not a package; load the script as a module
+
+    spec = importlib.util.spec_from_file_location(name, TOOLS[0].parent / f"{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def _lookup_model(images, logits):
+    """A stand-in model whose logits for each image (or its mirror image) are fixed in advance;
+    an image it does not know (a shifted view) gets zeros, which move no argmax."""
+    import torch
+    from fashion_cnn.data.augment import to_float_batch
+
+    known_images = to_float_batch(torch.from_numpy(images)).flatten(1)
+
+    class Lookup(torch.nn.Module):
+        def forward(self, batch):
+            flat, mirrored = batch.flatten(1), batch.flip(3).flatten(1)
+            known = (flat[:, None] == known_images).all(2)
+            known |= (mirrored[:, None] == known_images).all(2)
+            return known.float() @ logits
+
+    return Lookup()
+
+
+def test_the_views_tool_scores_an_ensemble_as_the_mean_of_its_models_probabilities(arrays):
+    """tools/test_time_views.py with two checkpoints: each model's accuracy per combination of
+    views, then their ensemble's, the argmax of the models' mean softmax. Model A is right and
+    sure on the first 200 images and wrong and unsure on the last 100; model B the other way
+    round. So A scores 2/3, B 1/3 and their ensemble every image (in every combination of
+    views: the stand-ins know an image and its mirror image, and shifted views move nothing)."""
+    import torch
+
+    tool = _tool("test_time_views")
+    images = arrays["test_images"][:300]
+    labels = arrays["test_labels"][:300].astype("int64")
+    truth = torch.nn.functional.one_hot(torch.from_numpy(labels), 10).float()
+    wrong = torch.nn.functional.one_hot(torch.from_numpy((labels + 1) % 10), 10).float()
+    first = (torch.arange(300) < 200).float()[:, None]
+    sure_a = 4 * truth * first + 1 * wrong * (1 - first)
+    sure_b = 1 * wrong * first + 4 * truth * (1 - first)
+    models = [(_lookup_model(images, sure_a), False), (_lookup_model(images, sure_b), False)]
+    table = tool.accuracies(models, images, labels)
+    assert list(table) == tool.COMBINATIONS
+    for row in table.values():
+        assert row == pytest.approx([2 / 3, 1 / 3, 1.0])
+    assert tool.accuracies(models[:1], images, labels)[(True, 1)] == pytest.approx([2 / 3])
 
 
 @pytest.mark.slow

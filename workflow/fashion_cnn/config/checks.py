@@ -211,6 +211,14 @@ def _check_semi_supervised(experiment: dict, unlabelled: int, key: KeyName) -> N
             f"{experiment['train_subset']}). Set train_subset and unlabelled_images (e.g. all), "
             "or remove distribution_alignment."
         )
+    if experiment["pseudo_label_thresholds"] != "fixed" and not unlabelled:
+        raise UserError(
+            f"Config error: {key('pseudo_label_thresholds')} = "
+            f'"{experiment["pseudo_label_thresholds"]}" sets the thresholds of the unlabelled '
+            "images' pseudo-labels, but this experiment has none (unlabelled_images "
+            f"{experiment['unlabelled_images']}, train_subset {experiment['train_subset']}). Set "
+            "train_subset and unlabelled_images (e.g. all), or remove pseudo_label_thresholds."
+        )
     if experiment["teacher"] and not unlabelled:
         raise UserError(
             f'Config error: {key("teacher")} = "{experiment["teacher"]}" labels the images '

@@ -1,7 +1,7 @@
 """The catalog of choices (``workflow/schemas/choices.json``): every registered model, preset,
-optimizer and schedule, with a model's options and capabilities, as plain data. Written from the
-registries by ``make choices`` (fashion_cnn.tools.choices) and held in step by ``make lint``, so the
-config layer validates against the registries without importing torch."""
+optimizer, schedule and pseudo-label threshold, with a model's options and capabilities, as plain
+data. Written from the registries by ``make choices`` (fashion_cnn.tools.choices) and held in step
+by ``make lint``, so the config layer validates against the registries without importing torch."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def catalog() -> dict[str, dict[str, Any]]:
 
 
 def names(kind: str) -> list[str]:
-    """The registered names of one kind (model, augmentation, optimizer, lr_schedule)."""
+    """The registered names of one kind (model, augmentation, optimizer, lr_schedule,
+    pseudo_label_thresholds)."""
     return list(catalog()[kind])
 
 

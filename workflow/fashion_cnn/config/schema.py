@@ -57,6 +57,7 @@ REGISTRY_KEYS = {
     "strong_augmentation": "augmentation",
     "optimizer": "optimizer",
     "lr_schedule": "lr_schedule",
+    "pseudo_label_thresholds": "pseudo_label_thresholds",
 }
 
 

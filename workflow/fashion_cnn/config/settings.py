@@ -120,6 +120,7 @@ class SemiSupervisedSettings(_Settings):
     unlabelled_ratio: int
     strong_augmentation: str
     pseudo_label_threshold: float
+    pseudo_label_thresholds: str  # fixed (FixMatch) or self_adaptive (FreeMatch), per class
     unlabelled_weight: float
     pseudo_labels_from: str  # model (FixMatch) or average (a mean teacher)
     distribution_alignment: bool  # pseudo-labels aligned with the class shares (ReMixMatch)

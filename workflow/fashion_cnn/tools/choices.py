@@ -1,7 +1,8 @@
 """The catalog of choices: every registry's entries described without torch, written to
 ``workflow/schemas/choices.json`` for the config layer (which Snakemake imports where torch may be
 absent). ``make choices`` writes it; ``make lint`` (``--check``) fails while it differs from the
-registries, so a new model, preset, optimizer or schedule reaches the config in the same change.
+registries, so a new model, preset, optimizer, schedule or threshold reaches the config in the
+same change.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fashion_cnn.core.errors import UserError
 from fashion_cnn.core.files import write_text
 from fashion_cnn.data.augment import PRESETS
 from fashion_cnn.models.catalog import MODELS
+from fashion_cnn.training.losses import THRESHOLDS
 from fashion_cnn.training.optim import OPTIMIZERS, SCHEDULES
 
 
@@ -34,6 +36,7 @@ def catalog() -> dict[str, dict[str, Any]]:
         "augmentation": {name: {} for name in PRESETS},
         "optimizer": {name: _flags(OPTIMIZERS.get(name)) for name in OPTIMIZERS},
         "lr_schedule": {name: _flags(SCHEDULES.get(name)) for name in SCHEDULES},
+        "pseudo_label_thresholds": {name: {} for name in THRESHOLDS},
     }
 
 
@@ -50,6 +53,7 @@ def write_or_check(check: bool, path: Path = CATALOG_PATH) -> None:
     if not path.is_file() or path.read_text() != text:
         raise UserError(
             f"{path} does not describe the registries as they are now (a model, preset, "
-            "optimizer or schedule was added or changed). Run `make choices` and commit the file."
+            "optimizer, schedule or threshold was added or changed). Run `make choices` and "
+            "commit the file."
         )
     print(f"{path} is up to date")

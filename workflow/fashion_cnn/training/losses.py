@@ -8,6 +8,64 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fashion_cnn import NUM_CLASSES
+from fashion_cnn.core.registry import Registry
+
+
+class Thresholds(nn.Module):
+    """Which pseudo-labels count: ``forward(probabilities)`` gives, for each unlabelled image's
+    weak view (its softmax, a row of ``probabilities``), the confidence its top class must reach.
+    State it keeps is in buffers, updated in place (a resumed run goes on with it; a CUDA graph
+    keeps their addresses)."""
+
+    def __init__(self, threshold: float, classes: int):
+        super().__init__()
+        self.threshold, self.classes = threshold, classes
+
+
+# How each pseudo-label's threshold is set: the experiment's pseudo_label_thresholds.
+THRESHOLDS: Registry[type[Thresholds]] = Registry(
+    "pseudo-label threshold", "pseudo_label_thresholds"
+)
+
+
+@THRESHOLDS.register("fixed")
+class FixedThreshold(Thresholds):
+    """FixMatch's: ``pseudo_label_threshold`` for every class at every step."""
+
+    def forward(self, probabilities: torch.Tensor) -> torch.Tensor:
+        return probabilities.new_full((len(probabilities),), self.threshold)
+
+
+@THRESHOLDS.register("self_adaptive")
+class SelfAdaptiveThresholds(Thresholds):
+    """FreeMatch's (Wang et al., 2023), a threshold per class that follows the model: a running
+    average of the weak views' top confidence (the global threshold) times each class's running
+    mean probability over the largest class's (so a class the model is less sure of gets a lower
+    threshold). Both start at 1 / classes and are updated with each batch before it is masked,
+    as in FreeMatch; ``pseudo_label_threshold`` is not read. FreeMatch's momentum is 0.999 over
+    2^20 steps; ``MOMENTUM`` averages about the last 100 steps instead, as our runs are about
+    1,000 times shorter (distribution alignment's horizon). FreeMatch's fairness loss is not
+    included."""
+
+    MOMENTUM = 0.99
+
+    mean_confidence: torch.Tensor  # buffers
+    class_confidence: torch.Tensor
+
+    def __init__(self, threshold: float, classes: int):
+        super().__init__(threshold, classes)
+        self.register_buffer("mean_confidence", torch.tensor(1.0 / classes))
+        self.register_buffer("class_confidence", torch.full((classes,), 1.0 / classes))
+
+    def forward(self, probabilities: torch.Tensor) -> torch.Tensor:
+        keep = self.MOMENTUM
+        confidence, predicted = probabilities.max(dim=1)
+        self.mean_confidence.mul_(keep).add_(confidence.mean(), alpha=1 - keep)
+        self.class_confidence.mul_(keep).add_(probabilities.mean(dim=0), alpha=1 - keep)
+        local = self.class_confidence / self.class_confidence.max()
+        return self.mean_confidence * local[predicted]
+
 
 class ConsistencyLoss(nn.Module):
     """FixMatch (Sohn et al., 2020): cross-entropy on the labelled images (the first
@@ -18,7 +76,7 @@ class ConsistencyLoss(nn.Module):
     mask, not a boolean index), so the step can be one CUDA graph.
 
     ``confident`` and ``considered`` count, on the device and without a sync, the unlabelled
-    images whose pseudo-label passed the threshold and all of them: the engine reads their ratio
+    images whose pseudo-label passed its threshold and all of them: the engine reads their ratio
     once per epoch (``pseudo_label_rate`` in the history) and sets both back to zero in place
     (a CUDA graph keeps their addresses).
 
@@ -28,7 +86,10 @@ class ConsistencyLoss(nn.Module):
     weak views' softmax (momentum ``ALIGNMENT_MOMENTUM``, updated in place), and renormalised
     before the threshold and the argmax: a class the model under-predicts gets more
     pseudo-labels, one it over-predicts fewer. ``predicted_shares`` is part of the state dict,
-    so a resumed run goes on with it."""
+    so a resumed run goes on with it.
+
+    ``thresholds`` (a ``THRESHOLDS`` entry, a submodule, so its state is in the state dict too)
+    sets each pseudo-label's threshold: FixMatch's fixed one by default."""
 
     ALIGNMENT_MOMENTUM = 0.99  # about the last 100 steps, ReMixMatch's 128 batches
 
@@ -42,9 +103,13 @@ class ConsistencyLoss(nn.Module):
         weight: float,
         label_smoothing: float = 0.0,
         align_classes: int = 0,
+        *,
+        thresholds: str = "fixed",
+        classes: int = NUM_CLASSES,
     ):
         super().__init__()
         self.threshold, self.weight = threshold, weight
+        self.thresholds = THRESHOLDS.get(thresholds)(threshold, classes)
         self.supervised = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.register_buffer("confident", torch.zeros((), dtype=torch.long), persistent=False)
         self.register_buffer("considered", torch.zeros((), dtype=torch.long), persistent=False)
@@ -78,8 +143,9 @@ class ConsistencyLoss(nn.Module):
     def forward(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labelled = len(labels)
         weak, strong = outputs[labelled:].chunk(2)
-        confidence, pseudo_labels = self.pseudo_label_probabilities(weak).max(dim=1)
-        passed = confidence >= self.threshold
+        probabilities = self.pseudo_label_probabilities(weak)
+        confidence, pseudo_labels = probabilities.max(dim=1)
+        passed = confidence >= self.thresholds(probabilities)
         self.confident += passed.sum()
         self.considered += len(passed)
         mask = passed.to(strong.dtype)

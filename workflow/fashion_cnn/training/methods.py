@@ -160,6 +160,7 @@ class SemiSupervised(Supervised):
             settings.unlabelled_weight,
             self.experiment.training.label_smoothing,
             align_classes=NUM_CLASSES if settings.distribution_alignment else 0,
+            thresholds=settings.pseudo_label_thresholds,
         )
 
     def forward(
