@@ -21,7 +21,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 from fashion_cnn.data.dataset import load_prepared  # noqa: E402
 from fashion_cnn.models.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from fashion_cnn.models.inference import predict_probabilities  # noqa: E402
+from fashion_cnn.models.inference import accuracy_from_scores, predict_probabilities  # noqa: E402
 from fashion_cnn.training.device import keep_freed_memory  # noqa: E402
 
 COMBINATIONS = [(False, 0), (True, 0), (False, 1), (True, 1), (True, 2)]
@@ -29,10 +29,10 @@ COMBINATIONS = [(False, 0), (True, 0), (False, 1), (True, 1), (True, 2)]
 
 def probabilities(
     model: nn.Module, softmax_head: bool, images: np.ndarray, views: tuple
-) -> np.ndarray:
+) -> torch.Tensor:
     """One model's probabilities (N, 10) with the views ``(test_time_flip, test_time_shift)``."""
     flip, shift = views
-    scores = predict_probabilities(
+    return predict_probabilities(
         model,
         images,
         torch.device("cpu"),
@@ -41,7 +41,6 @@ def probabilities(
         test_time_shift=shift,
         softmax_head=softmax_head,
     )
-    return scores.numpy()
 
 
 def accuracies(
@@ -52,9 +51,9 @@ def accuracies(
     table = {}
     for views in COMBINATIONS:
         each = [probabilities(model, head, images, views) for model, head in models]
-        row = [float((p.argmax(axis=1) == labels).mean()) for p in each]
+        row = [accuracy_from_scores(scores, labels) for scores in each]
         if len(each) > 1:
-            row.append(float((np.mean(each, axis=0).argmax(axis=1) == labels).mean()))
+            row.append(accuracy_from_scores(torch.stack(each).mean(dim=0), labels))
         table[views] = row
     return table
 

@@ -20,7 +20,7 @@ class Thresholds(nn.Module):
 
     def __init__(self, threshold: float, classes: int):
         super().__init__()
-        self.threshold, self.classes = threshold, classes
+        self.threshold = threshold
 
 
 # How each pseudo-label's threshold is set: the experiment's pseudo_label_thresholds.
@@ -108,7 +108,7 @@ class ConsistencyLoss(nn.Module):
         classes: int = NUM_CLASSES,
     ):
         super().__init__()
-        self.threshold, self.weight = threshold, weight
+        self.weight = weight
         self.thresholds = THRESHOLDS.get(thresholds)(threshold, classes)
         self.supervised = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.register_buffer("confident", torch.zeros((), dtype=torch.long), persistent=False)
