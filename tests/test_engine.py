@@ -487,20 +487,21 @@ ALIGNED_FIXMATCH = {
 
 
 SELF_ADAPTIVE_FIXMATCH = dict(ALIGNED_FIXMATCH, pseudo_label_thresholds="self_adaptive")
+MUON = {"optimizer": "muon", "lr_schedule": "onecycle", "learning_rate": 0.01}
 
 
 @pytest.mark.parametrize(
     "extra",
-    [{}, {"ema_warmup": True}, ALIGNED_FIXMATCH, SELF_ADAPTIVE_FIXMATCH],
-    ids=["ema", "ema_warmup", "fixmatch_aligned", "fixmatch_self_adaptive"],
+    [{}, {"ema_warmup": True}, ALIGNED_FIXMATCH, SELF_ADAPTIVE_FIXMATCH, MUON],
+    ids=["ema", "ema_warmup", "fixmatch_aligned", "fixmatch_self_adaptive", "muon_onecycle"],
 )
 def test_a_run_with_weight_averaging_resumes_exactly(
     tmp_path, prepared_data, monkeypatch, caplog, extra
 ):
     """Stopped after epoch 1 and resumed, a run ends bit-identical to one that never stopped:
     the weights, their average, (fixmatch_aligned) distribution alignment's running class
-    shares and (fixmatch_self_adaptive) the thresholds' running confidences all come back from
-    the training state."""
+    shares, (fixmatch_self_adaptive) the thresholds' running confidences and (muon_onecycle) Muon's
+    momentum and the one-cycle schedule's momentum all come back from the training state."""
     import fashion_cnn.training.engine as engine
 
     changes = {

@@ -19,6 +19,7 @@ from fashion_cnn.models.catalog import MODELS, build_model
 from fashion_cnn.models.registry import ModelEntry, option
 from fashion_cnn.tools.choices import render, write_or_check
 from fashion_cnn.training.losses import THRESHOLDS
+from fashion_cnn.training.muon import MuonAdamW
 from fashion_cnn.training.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_scheduler
 from torch import nn
 
@@ -115,6 +116,7 @@ def test_each_optimizer_builds_what_its_name_says(name):
         ChapterCNN(), _experiment(optimizer=name, weight_decay=0.01).training
     )
     expected = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    expected["muon"] = MuonAdamW
     assert type(optimizer) is expected[name]
     assert optimizer.param_groups[0]["lr"] == 1.0e-3
     assert optimizer.param_groups[0]["weight_decay"] == 0.01

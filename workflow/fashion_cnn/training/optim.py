@@ -17,6 +17,7 @@ from torch import nn
 
 from fashion_cnn.config.settings import TrainingSettings
 from fashion_cnn.core.registry import Registry
+from fashion_cnn.training.muon import MuonAdamW
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,13 @@ def sgd(
     )
 
 
+def muon(
+    parameters: Parameters, lr: LearningRate, weight_decay: float, **options: Any
+) -> torch.optim.Optimizer:
+    """Muon for the convolution filters, AdamW for the rest (fashion_cnn.training.muon)."""
+    return MuonAdamW(parameters, lr=float(lr), weight_decay=weight_decay, **options)
+
+
 def constant(
     optimizer: torch.optim.Optimizer, training: TrainingSettings, total_steps: int
 ) -> Scheduler | None:
@@ -104,6 +112,7 @@ OPTIMIZERS.add(
     "adamw", OptimizerEntry(adamw, "decoupled weight decay", fused_on_cpu=True, capturable=True)
 )
 OPTIMIZERS.add("sgd", OptimizerEntry(sgd, "momentum 0.9, Nesterov"))
+OPTIMIZERS.add("muon", OptimizerEntry(muon, "Muon for the convolution filters, AdamW for the rest"))
 SCHEDULES.add("constant", ScheduleEntry(constant, "the chapter: never changes", graph_safe=True))
 SCHEDULES.add("onecycle", ScheduleEntry(onecycle, "one cycle up to learning_rate and down"))
 SCHEDULES.add("cosine", ScheduleEntry(cosine, "cosine annealing to 0", graph_safe=True))
