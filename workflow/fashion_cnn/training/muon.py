@@ -24,7 +24,8 @@ from torch import nn
 
 # the quintic's coefficients, chosen for the steepest slope at zero (Jordan, 2024): five steps
 # take every singular value of a random update into about (0.68, 1.21) (tests/test_muon.py); one
-# under about 1/500 of the matrix's norm stays small, which a gradient's noise floor may
+# under about 1/500 of the matrix's norm (a direction the update hardly has) grows at most
+# 3.4445**5, about 490 times, and stays below that band
 NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)
 
 
