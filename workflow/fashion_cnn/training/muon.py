@@ -21,6 +21,7 @@ from typing import Any, overload
 
 import torch
 from torch import nn
+from torch.optim.adamw import adamw  # the functional form, a public API
 
 # the quintic's coefficients, chosen for the steepest slope at zero (Jordan, 2024): five steps
 # take every singular value of a random update into about (0.68, 1.21) (tests/test_muon.py); one
@@ -85,15 +86,13 @@ class MuonAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            if not group["muon"]:
+                self._adamw_step(group)
+                continue
             for parameter in group["params"]:
-                grad = parameter.grad
-                if grad is None:
-                    continue
-                parameter.mul_(1 - group["lr"] * group["weight_decay"])  # decoupled decay
-                if group["muon"]:
-                    self._muon_step(parameter, grad, group)
-                else:
-                    self._adamw_step(parameter, grad, group)
+                if parameter.grad is not None:
+                    parameter.mul_(1 - group["lr"] * group["weight_decay"])  # decoupled decay
+                    self._muon_step(parameter, parameter.grad, group)
         return loss
 
     def _muon_step(
@@ -110,18 +109,30 @@ class MuonAdamW(torch.optim.Optimizer):
         scale = 0.2 * max(update.shape) ** 0.5
         parameter.add_(update.view_as(parameter).to(parameter.dtype), alpha=-group["lr"] * scale)
 
-    def _adamw_step(
-        self, parameter: nn.Parameter, grad: torch.Tensor, group: dict[str, Any]
-    ) -> None:
+    def _adamw_step(self, group: dict[str, Any]) -> None:
+        """PyTorch's own AdamW arithmetic (its functional form) on the group's parameters, with
+        the state ``torch.optim.AdamW`` keeps."""
+        parameters = [p for p in group["params"] if p.grad is not None]
+        for parameter in parameters:
+            state = self.state[parameter]
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                state["exp_avg"] = torch.zeros_like(parameter)
+                state["exp_avg_sq"] = torch.zeros_like(parameter)
+        states = [self.state[p] for p in parameters]
         beta1, beta2 = group["betas"]
-        state = self.state[parameter]
-        if "step" not in state:
-            state["step"] = torch.tensor(0.0)
-            state["exp_avg"] = torch.zeros_like(parameter)
-            state["exp_avg_sq"] = torch.zeros_like(parameter)
-        state["step"] += 1
-        step = float(state["step"])
-        state["exp_avg"].lerp_(grad, 1 - beta1)
-        state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denominator = (state["exp_avg_sq"].sqrt() / (1 - beta2**step) ** 0.5).add_(group["eps"])
-        parameter.addcdiv_(state["exp_avg"], denominator, value=-group["lr"] / (1 - beta1**step))
+        adamw(
+            parameters,
+            [p.grad for p in parameters],
+            [state["exp_avg"] for state in states],
+            [state["exp_avg_sq"] for state in states],
+            [],
+            [state["step"] for state in states],
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+        )
